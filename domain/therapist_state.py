@@ -1,0 +1,268 @@
+"""Everything the service keeps about one therapist between events.
+
+One aggregate per therapist, so that each event changes it in one step: the
+directory entry, the requests waiting for the next batch, the emails decided but
+not yet confirmed sent, the send history the weekly rule is computed from, and
+what is needed to recognise replays. The stream edge stores it in a changelogged
+table keyed by therapist; a crash between two writes cannot leave half an event
+applied.
+
+Every handler is idempotent: an event seen before (same ``event_id``) changes
+nothing, and a replayed effect (a request already known, an email already
+recorded) is recognised by its natural key as well, because after a crash the
+table may already contain the effect of an event that is delivered again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from domain import batching, contact_limit
+from domain.decisions import (
+    CONFIRMATION,
+    CONTACT_REQUEST,
+    Decision,
+    DropRequest,
+    SendEmail,
+    SettleEmailedRequest,
+)
+from domain.placement import ACCEPTED, CLOSING_STATUSES, PlacementRequest
+from domain.therapist import TherapistProfile
+
+# What happened to a request that is no longer pending.
+EMAILED = "emailed"
+DROPPED = "dropped"
+CONFIRMED = "confirmed"
+
+# Reasons given with ``placement_dropped``.
+THERAPIST_DELETED = "therapist_deleted"
+CONTACT_BLOCKED = "contact_blocked"
+
+@dataclass
+class InFlightEmail:
+    """An email decided here whose delivery has not been confirmed yet."""
+
+    email_key: str
+    kind: str
+    placement_request_ids: tuple[int, ...]
+    decided_at: datetime
+    # Counts toward the weekly contact limit (contact requests, follow-ups and manual
+    # emails that respect the limit); while it is in flight no other such email goes.
+    limited: bool = True
+
+
+@dataclass
+class TherapistState:
+    therapist_id: int
+    profile: TherapistProfile | None = None
+    # occurred_at of the last directory event applied; older ones are stale.
+    profile_as_of: datetime | None = None
+    deleted: bool = False
+    pending: dict[int, PlacementRequest] = field(default_factory=dict)
+    in_flight: dict[str, InFlightEmail] = field(default_factory=dict)
+    # Send times of contact-limited emails still inside the window (sliding).
+    contact_sent_at: list[datetime] = field(default_factory=list)
+    # request id -> (EMAILED | DROPPED | CONFIRMED, when): recognises replays.
+    settled: dict[int, tuple[str, datetime]] = field(default_factory=dict)
+    # event_id -> when first seen.
+    seen_events: dict[str, datetime] = field(default_factory=dict)
+    # Acceptances that arrived before the therapist did; confirmed once it arrives.
+    awaiting_confirmation: dict[int, PlacementRequest] = field(default_factory=dict)
+
+    def copy(self) -> TherapistState:
+        """An independent copy to apply an event to, so the stored value only
+        changes when the edge writes the result back."""
+        return TherapistState(
+            therapist_id=self.therapist_id,
+            profile=self.profile,
+            profile_as_of=self.profile_as_of,
+            deleted=self.deleted,
+            pending=dict(self.pending),
+            in_flight=dict(self.in_flight),
+            contact_sent_at=list(self.contact_sent_at),
+            settled=dict(self.settled),
+            seen_events=dict(self.seen_events),
+            awaiting_confirmation=dict(self.awaiting_confirmation),
+        )
+
+    def memory_size(self) -> int:
+        """How many replay records are kept (pruned when it grows)."""
+        return len(self.seen_events) + len(self.settled)
+
+    # -- directory ---------------------------------------------------------
+
+    def therapist_upserted(
+        self, event_id: str, occurred_at: datetime, profile: TherapistProfile, now: datetime
+    ) -> list[Decision]:
+        if self._replayed(event_id, now) or self._stale(occurred_at):
+            return []
+        self.profile = profile
+        self.profile_as_of = occurred_at
+        self.deleted = False
+        decisions = [
+            self._confirmation(request, now)
+            for request in self.awaiting_confirmation.values()
+        ]
+        self.awaiting_confirmation.clear()
+        if profile.contact_blocked:
+            decisions.extend(self._drop_all_pending(CONTACT_BLOCKED, now))
+        return decisions
+
+    def therapist_deleted(self, event_id: str, occurred_at: datetime, now: datetime) -> list[Decision]:
+        if self._replayed(event_id, now) or self._stale(occurred_at):
+            return []
+        self.deleted = True
+        self.profile_as_of = occurred_at
+        return self._drop_all_pending(THERAPIST_DELETED, now)
+
+    # -- placement requests --------------------------------------------------
+
+    def match_created(self, event_id: str, request: PlacementRequest, now: datetime) -> list[Decision]:
+        if self._replayed(event_id, now):
+            return []
+        request_id = request.placement_request_id
+        if request_id in self.pending or request_id in self.settled:
+            return []
+        refusal = self._refusal_reason()
+        if refusal is not None:
+            self.settled[request_id] = (DROPPED, now)
+            return [DropRequest(request_id, request.patient_id, refusal)]
+        self.pending[request_id] = request
+        return []
+
+    def match_status_changed(
+        self, event_id: str, request_id: int, patient_id: int, new_status: str, now: datetime
+    ) -> list[Decision]:
+        if self._replayed(event_id, now):
+            return []
+        settled = self.settled.get(request_id, (None, now))[0]
+        if new_status in CLOSING_STATUSES:
+            if request_id in self.pending:
+                del self.pending[request_id]
+                self.settled[request_id] = (DROPPED, now)
+                return [DropRequest(request_id, patient_id, new_status)]
+            if settled in (EMAILED, CONFIRMED):
+                return [SettleEmailedRequest(request_id, patient_id, new_status)]
+            if settled is None:
+                # Closed before it arrived: remember, so a late match.created is ignored.
+                self.settled[request_id] = (DROPPED, now)
+            return []
+        if new_status == ACCEPTED:
+            return self._accepted(event_id, request_id, patient_id, settled, now)
+        if request_id in self.pending:
+            request = self.pending[request_id]
+            self.pending[request_id] = PlacementRequest(
+                request.placement_request_id, request.patient_id, request.registered_at,
+                request.patient, new_status,
+            )
+            return []
+        if settled in (EMAILED, CONFIRMED):
+            return [SettleEmailedRequest(request_id, patient_id, new_status)]
+        return []
+
+    def _accepted(
+        self, event_id: str, request_id: int, patient_id: int, settled: str | None, now: datetime
+    ) -> list[Decision]:
+        if settled == CONFIRMED or self.deleted:
+            return []
+        decisions: list[Decision] = []
+        request = self.pending.pop(request_id, None)
+        if request is not None:
+            decisions.append(DropRequest(request_id, patient_id, ACCEPTED))
+        elif settled == EMAILED:
+            decisions.append(SettleEmailedRequest(request_id, patient_id, ACCEPTED))
+        self.settled[request_id] = (CONFIRMED, now)
+        # Without patient details here, downstream fills them in from the email
+        # the request went out in.
+        confirmed = request or PlacementRequest(request_id, patient_id, now)
+        if self.profile is None:
+            self.awaiting_confirmation[request_id] = confirmed
+        else:
+            decisions.append(self._confirmation(confirmed, now))
+        return decisions
+
+    def _confirmation(self, request: PlacementRequest, now: datetime) -> SendEmail:
+        assert self.profile is not None
+        key = batching.derived_key(CONFIRMATION, self.therapist_id, request.placement_request_id)
+        return SendEmail(key, CONFIRMATION, CONFIRMATION, self.profile, (request,), now)
+
+    # -- batch runs ------------------------------------------------------------
+
+    def plan_contact_email(self, run_at: datetime, interval: timedelta) -> SendEmail | None:
+        """At a batch run: one email with every waiting request, if the limit allows."""
+        if not self.pending or self.profile is None or self._refusal_reason() is not None:
+            return None
+        if not self.may_contact(run_at, interval):
+            return None
+        requests = batching.batch_requests(self.pending.values())
+        key = batching.contact_email_key(self.therapist_id, run_at)
+        decision = SendEmail(
+            key, CONTACT_REQUEST, batching.contact_template(len(requests)), self.profile,
+            requests, run_at,
+        )
+        for request in requests:
+            self.settled[request.placement_request_id] = (EMAILED, run_at)
+        self.pending.clear()
+        self.in_flight[key] = InFlightEmail(
+            key, CONTACT_REQUEST, tuple(r.placement_request_id for r in requests), run_at
+        )
+        return decision
+
+    def may_contact(self, now: datetime, interval: timedelta) -> bool:
+        """No limited email in flight and none sent within the window."""
+        if any(email.limited for email in self.in_flight.values()):
+            return False
+        return contact_limit.may_contact(self.contact_sent_at, now, interval)
+
+    def oldest_waiting(self) -> datetime | None:
+        return batching.oldest_registration(self.pending.values())
+
+    # -- delivery feedback -------------------------------------------------------
+
+    def email_sent(
+        self, email_key: str, limited: bool, sent_at: datetime, interval: timedelta
+    ) -> None:
+        self.in_flight.pop(email_key, None)
+        if limited and sent_at not in self.contact_sent_at:
+            self.contact_sent_at = list(
+                contact_limit.sliding_window([*self.contact_sent_at, sent_at], sent_at, interval)
+            )
+
+    def email_failed(self, email_key: str) -> None:
+        """Failed for good: it no longer holds the window (it was never delivered)."""
+        self.in_flight.pop(email_key, None)
+
+    # -- housekeeping ------------------------------------------------------------
+
+    def forget_before(self, horizon: datetime, now: datetime, interval: timedelta) -> None:
+        """Drop replay memory older than ``horizon`` and send times outside the window."""
+        self.seen_events = {k: t for k, t in self.seen_events.items() if t >= horizon}
+        self.settled = {k: v for k, v in self.settled.items() if v[1] >= horizon}
+        self.contact_sent_at = list(contact_limit.sliding_window(self.contact_sent_at, now, interval))
+
+    def _replayed(self, event_id: str, now: datetime) -> bool:
+        if event_id in self.seen_events:
+            return True
+        self.seen_events[event_id] = now
+        return False
+
+    def _stale(self, occurred_at: datetime) -> bool:
+        return self.profile_as_of is not None and occurred_at < self.profile_as_of
+
+    def _refusal_reason(self) -> str | None:
+        if self.deleted:
+            return THERAPIST_DELETED
+        if self.profile is not None and self.profile.contact_blocked:
+            return CONTACT_BLOCKED
+        return None
+
+    def _drop_all_pending(self, reason: str, now: datetime) -> list[Decision]:
+        drops: list[Decision] = [
+            DropRequest(r.placement_request_id, r.patient_id, reason)
+            for r in batching.batch_requests(self.pending.values())
+        ]
+        for request_id in self.pending:
+            self.settled[request_id] = (DROPPED, now)
+        self.pending.clear()
+        return drops

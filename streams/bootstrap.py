@@ -1,0 +1,109 @@
+"""Wires the service together: the one place that builds engines, mailers,
+renderers and agents from settings (nothing is created at import time)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import faust
+
+from streams import app as declarations
+from streams.clock import utcnow
+from streams.delivery import DeliveryService, Wakeups
+from streams.ingest import matching_ingest, therapist_ingest
+from streams.mailer import Mailer, SmtpMailer
+from streams.persistence.db import Database
+from streams.persistence.emails import Channels
+from streams.relay import OutboxRelay
+from streams.rendering import Renderer
+from streams.sender_agent import SenderAgent
+from streams.settings import Settings
+from streams.therapist_agent import TherapistAgent, send_ticks
+
+log = logging.getLogger(__name__)
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class Services:
+    settings: Settings
+    database: Database
+    renderer: Renderer
+    mailer: Mailer
+    clock: Callable[[], datetime] = utcnow
+    worker_id: str = field(default_factory=new_worker_id)
+    wakeups: Wakeups = field(default_factory=Wakeups)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Services:
+        return cls(
+            settings=settings,
+            database=Database(settings.database_url.get_secret_value()),
+            renderer=Renderer(settings.timezone, settings.template_dir),
+            mailer=SmtpMailer(settings),
+        )
+
+
+@dataclass
+class ServiceApp:
+    app: faust.App
+    # Starts what must run only once the worker is fully up (tables recovered).
+    on_ready: Callable[[], Awaitable[None]]
+
+
+class ServiceWorker(faust.Worker):  # type: ignore[misc]
+    """faust.Worker takes over ``app.on_startup_finished``; this chains ours after it."""
+
+    def __init__(self, service_app: ServiceApp, **kwargs: Any) -> None:
+        super().__init__(service_app.app, **kwargs)
+        self._service_ready = service_app.on_ready
+
+    async def on_startup_finished(self) -> None:
+        await super().on_startup_finished()
+        await self._service_ready()
+
+
+def build_app(services: Services) -> ServiceApp:
+    settings = services.settings
+    clock = services.clock
+    app = declarations.create_app(settings)
+    topics = declarations.declare_topics(app, settings)
+    table = declarations.declare_therapist_table(app, settings)
+    channels = Channels(events=topics.events.get_topic_name(), inbox=topics.inbox.get_topic_name())
+
+    app.agent(topics.matching, name="ingest-matching")(matching_ingest(topics, clock))
+    app.agent(topics.therapists, name="ingest-therapists")(therapist_ingest(topics, clock))
+    app.agent(topics.inbox, name="therapists")(TherapistAgent(settings, topics, table, clock))
+    app.agent(topics.send_commands, name="sender")(
+        SenderAgent(settings, topics, services.database, services.renderer, channels, services.wakeups, clock)
+    )
+
+    async def tick() -> None:
+        await send_ticks(app, topics, clock)
+
+    app.timer(settings.tick_interval.total_seconds(), name="batch-run-ticks")(tick)
+
+    async def on_startup_finished() -> None:
+        delivery = DeliveryService(
+            settings, services.database, services.mailer, channels, services.wakeups,
+            services.worker_id, clock, loop=app.loop, beacon=app.beacon,
+        )
+        relay = OutboxRelay(
+            settings, services.database, app.producer, services.wakeups.relay,
+            services.worker_id, clock, loop=app.loop, beacon=app.beacon,
+        )
+        await app.add_runtime_dependency(delivery)
+        await app.add_runtime_dependency(relay)
+        log.info("commsvc worker ready (id %s, app %s)", services.worker_id, settings.app_id)
+
+    return ServiceApp(app, on_startup_finished)

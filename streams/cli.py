@@ -1,0 +1,129 @@
+"""``commsvc``: worker, migrate, demo (CONTRACT §7)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from streams.settings import Settings, SettingsError
+
+log = logging.getLogger("commsvc")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
+# Framework loggers are noisy at INFO (every service start/stop line).
+QUIET_LOGGERS = ("faust", "mode", "aiokafka", "kafka", "alembic", "aiosmtplib")
+
+
+def logging_config(level: str) -> dict[str, Any]:
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": LOG_FORMAT}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+        "root": {"level": level, "handlers": ["stderr"]},
+        "loggers": {name: {"level": "WARNING" if level != "DEBUG" else level} for name in QUIET_LOGGERS},
+    }
+
+
+def configure_logging(level: str) -> None:
+    import logging.config
+
+    logging.config.dictConfig(logging_config(level))
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings.from_environ()
+    except SettingsError as exc:
+        print(f"commsvc: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def migrate_until_done(settings: Settings, *, wait: bool) -> None:
+    from streams.persistence.db import Database
+
+    database = Database(settings.database_url.get_secret_value())
+    delay = 0.5
+    try:
+        while True:
+            try:
+                database.migrate()
+                log.info("database schema is up to date (%s)", settings.database_url_display)
+                return
+            except SQLAlchemyError as exc:
+                if not wait:
+                    raise
+                log.warning("database not reachable (%s); retrying in %.1fs", type(exc).__name__, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+    finally:
+        database.dispose()
+
+
+def run_worker(settings: Settings) -> None:
+    from streams.bootstrap import Services, ServiceWorker, build_app
+    from streams.kafka_admin import ensure_topics
+
+    migrate_until_done(settings, wait=True)
+    if settings.create_topics:
+        asyncio.run(ensure_topics(settings))
+    services = Services.from_settings(settings)
+    service_app = build_app(services)
+    log.info(
+        "starting worker: broker %s, database %s, SMTP %s:%s",
+        settings.kafka_broker, settings.database_url_display, settings.smtp_host, settings.smtp_port,
+    )
+    worker = ServiceWorker(
+        service_app,
+        loglevel=settings.log_level,
+        logging_config=logging_config(settings.log_level),
+        redirect_stdouts=False,
+        quiet=True,
+    )
+    try:
+        worker.execute_from_commandline()
+    finally:
+        services.database.dispose()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="commsvc", description="Communication service of the psychotherapy matching platform."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("worker", help="run one worker with the configuration from the environment")
+    commands.add_parser("migrate", help="create or upgrade the database schema")
+    demo = commands.add_parser(
+        "demo", help="run the whole pipeline locally (embedded broker, SQLite, SMTP capture) on a scenario"
+    )
+    demo.add_argument("--output", default="demo-output", help="where emails (.eml) and logs go")
+    args = parser.parse_args(argv)
+
+    if args.command == "demo":
+        from streams.demo import run_demo
+
+        configure_logging("WARNING")
+        raise SystemExit(run_demo(args.output))
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    if args.command == "migrate":
+        try:
+            migrate_until_done(settings, wait=False)
+        except SQLAlchemyError as exc:
+            print(f"commsvc: migration failed: {type(exc).__name__}: {exc.__cause__ or exc}", file=sys.stderr)
+            raise SystemExit(1) from None
+        print(f"schema up to date: {settings.database_url_display}")
+    elif args.command == "worker":
+        run_worker(settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,9 @@
+"""The one place the service reads the clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

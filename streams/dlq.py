@@ -1,0 +1,76 @@
+"""Dead-letter records (CONTRACT §5.8): the original message, where it came from, and why."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from typing import Any
+
+
+def dead_letter(
+    *,
+    reason: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    received_at: datetime,
+    event_id: str | None = None,
+    event_type: str | None = None,
+) -> bytes:
+    """The DLQ message: nothing of the original is lost, so it can be fixed and replayed."""
+    record: dict[str, Any] = {
+        "reason": reason,
+        "source_topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "received_at": received_at.isoformat(),
+    }
+    record["key"], key_encoding = _text(key)
+    if key_encoding:
+        record["key_encoding"] = key_encoding
+    record["value"], value_encoding = _text(value)
+    if value_encoding:
+        record["value_encoding"] = value_encoding
+    if event_id is not None:
+        record["event_id"] = event_id
+    if event_type is not None:
+        record["event_type"] = event_type
+    return json.dumps(record, ensure_ascii=False).encode("utf-8")
+
+
+def _text(raw: bytes | None) -> tuple[str | None, str | None]:
+    if raw is None:
+        return None, None
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError:
+        return base64.b64encode(raw).decode("ascii"), "base64"
+
+
+async def publish_dead_letter(
+    dlq: Any,
+    message: Any,
+    reason: str,
+    received_at: datetime,
+    *,
+    event_id: str | None = None,
+    event_type: str | None = None,
+) -> None:
+    """Send a consumed Kafka ``message`` to the DLQ topic, keyed as it was."""
+    await dlq.send(
+        key=message.key,
+        value=dead_letter(
+            reason=reason,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=message.value,
+            received_at=received_at,
+            event_id=event_id,
+            event_type=event_type,
+        ),
+    )

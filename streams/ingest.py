@@ -1,0 +1,119 @@
+"""Ingest agents: validate what comes in, dead-letter what is bad, and repartition
+the rest by therapist into the inbox (CONTRACT §3, §5.8)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import faust
+
+from streams.app import Topics
+from streams.codec import dumps
+from streams.dlq import publish_dead_letter
+from streams.log_safety import log_failure
+from streams.schemas import (
+    MATCHING_EVENTS,
+    THERAPIST_EVENTS,
+    InputEvent,
+    MatchCreated,
+    MatchStatusChanged,
+    Rejection,
+    TherapistDeleted,
+    TherapistUpserted,
+    parse_input,
+)
+
+log = logging.getLogger(__name__)
+
+
+def match_message(event: InputEvent) -> tuple[int, dict[str, Any]]:
+    payload = event.payload
+    if isinstance(payload, MatchCreated):
+        patient = payload.patient.model_dump(exclude={"registered_at"}, exclude_none=True)
+        return payload.therapist_id, {
+            "kind": "match_created",
+            "event_id": event.event_id,
+            "therapist_id": payload.therapist_id,
+            "request": {
+                "placement_request_id": payload.placement_request_id,
+                "patient_id": payload.patient_id,
+                "registered_at": payload.patient.registered_at.isoformat(),
+                "patient": patient,
+            },
+        }
+    assert isinstance(payload, MatchStatusChanged)
+    return payload.therapist_id, {
+        "kind": "match_status_changed",
+        "event_id": event.event_id,
+        "therapist_id": payload.therapist_id,
+        "placement_request_id": payload.placement_request_id,
+        "patient_id": payload.patient_id,
+        "new_status": payload.new_status,
+    }
+
+
+def therapist_message(event: InputEvent) -> tuple[int, dict[str, Any]]:
+    payload = event.payload
+    common = {
+        "event_id": event.event_id,
+        "occurred_at": event.occurred_at.isoformat(),
+        "therapist_id": payload.therapist_id,
+    }
+    if isinstance(payload, TherapistDeleted):
+        return payload.therapist_id, {"kind": "therapist_deleted", **common}
+    assert isinstance(payload, TherapistUpserted)
+    profile = payload.model_dump(mode="json", exclude_none=True)
+    if payload.availability is not None:
+        profile["availability"] = {
+            day: [r.model_dump() for r in ranges] for day, ranges in payload.availability.items()
+        }
+    return payload.therapist_id, {"kind": "therapist_upserted", "profile": profile, **common}
+
+
+class IngestAgent:
+    def __init__(
+        self,
+        topics: Topics,
+        known: dict[str, type],
+        translate: Callable[[InputEvent], tuple[int, dict[str, Any]]],
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.topics = topics
+        self.known = known
+        self.translate = translate
+        self.clock = clock
+
+    async def __call__(self, stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            message = event.message
+            try:
+                parsed = parse_input(message.value, self.known)
+                if isinstance(parsed, Rejection):
+                    await self.reject(message, parsed)
+                    continue
+                therapist_id, forwarded = self.translate(parsed)
+                await self.topics.inbox.send(key=str(therapist_id).encode(), value=dumps(forwarded))
+            except Exception as exc:
+                log_failure(log, "ingest: unexpected failure", exc)
+                await self.reject(message, Rejection(reason=f"internal error: {type(exc).__name__}"))
+
+    async def reject(self, message: Any, rejection: Rejection) -> None:
+        # The reason names the field, never its value; the value travels in the record.
+        log.warning(
+            "dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, rejection.reason
+        )
+        await publish_dead_letter(
+            self.topics.dlq, message, rejection.reason, self.clock(),
+            event_id=rejection.event_id, event_type=rejection.event_type,
+        )
+
+
+def matching_ingest(topics: Topics, clock: Callable[[], datetime]) -> IngestAgent:
+    return IngestAgent(topics, MATCHING_EVENTS, match_message, clock)
+
+
+def therapist_ingest(topics: Topics, clock: Callable[[], datetime]) -> IngestAgent:
+    return IngestAgent(topics, THERAPIST_EVENTS, therapist_message, clock)

@@ -1,0 +1,122 @@
+"""Sending over SMTP with aiosmtplib: one connection reused for a run of messages.
+
+``Mailer`` is the port; ``SmtpMailer`` the adapter. Failures are reported as
+``SendError`` with ``temporary`` telling whether trying again later can help
+(4xx replies, refused or dropped connections, timeouts) or not (5xx replies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from email.message import EmailMessage
+from typing import Protocol
+
+import aiosmtplib
+
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class SendError(Exception):
+    def __init__(self, message: str, *, temporary: bool, code: int | None = None) -> None:
+        super().__init__(message)
+        self.temporary = temporary
+        self.code = code
+
+
+class Mailer(Protocol):
+    async def send(self, message: EmailMessage) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def classify(exc: BaseException) -> SendError:
+    """Map an aiosmtplib (or socket) failure onto temporary/permanent."""
+    if isinstance(exc, SendError):
+        return exc
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        codes = [r.code for r in exc.recipients]
+        temporary = all(400 <= code < 500 for code in codes)
+        detail = "; ".join(f"{r.code} {r.message}" for r in exc.recipients)
+        return SendError(f"recipient refused: {detail}", temporary=temporary, code=codes[0] if codes else None)
+    if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code >= 400:
+        return SendError(f"{exc.code} {exc.message}", temporary=exc.code < 500, code=exc.code)
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        return SendError(f"authentication failed: {exc}", temporary=False)
+    if isinstance(exc, aiosmtplib.SMTPTimeoutError | asyncio.TimeoutError | TimeoutError):
+        return SendError("timed out talking to the SMTP server", temporary=True)
+    if isinstance(exc, aiosmtplib.SMTPServerDisconnected | aiosmtplib.SMTPConnectError | OSError):
+        return SendError(f"connection to the SMTP server failed: {exc}", temporary=True)
+    return SendError(f"{type(exc).__name__}: {exc}", temporary=True)
+
+
+class SmtpMailer:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._client: aiosmtplib.SMTP | None = None
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if self.settings.smtp_security == "none":
+            return None
+        context = ssl.create_default_context(
+            cafile=str(self.settings.smtp_ca_file) if self.settings.smtp_ca_file else None
+        )
+        return context
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        settings = self.settings
+        security = settings.smtp_security
+        client = aiosmtplib.SMTP(
+            hostname=settings.smtp_host,
+            port=settings.smtp_port,
+            timeout=settings.smtp_timeout.total_seconds(),
+            use_tls=security == "tls",
+            start_tls=True if security == "starttls" else False,
+            tls_context=self._tls_context(),
+        )
+        await client.connect()
+        if settings.smtp_username is not None and settings.smtp_password is not None:
+            await client.login(
+                settings.smtp_username.get_secret_value(), settings.smtp_password.get_secret_value()
+            )
+        return client
+
+    async def send(self, message: EmailMessage) -> None:
+        # A connection the server closed while idle fails before anything was
+        # accepted, so it is safe to reconnect once and send again.
+        for attempt in (1, 2):
+            fresh = self._client is None
+            try:
+                if self._client is None:
+                    self._client = await self._connect()
+                await self._client.send_message(message)
+                return
+            except aiosmtplib.SMTPServerDisconnected as exc:
+                await self._drop()
+                if fresh or attempt == 2:
+                    raise classify(exc) from exc
+                log.info("SMTP connection was closed by the server; reconnecting")
+            except Exception as exc:
+                error = classify(exc)
+                if not isinstance(exc, aiosmtplib.SMTPResponseException) or exc.code == 421:
+                    await self._drop()
+                raise error from exc
+
+    async def _drop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # the connection is gone either way
+                log.debug("closing a broken SMTP connection failed", exc_info=True)
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None and client.is_connected:
+            try:
+                await asyncio.wait_for(client.quit(), timeout=5)
+            except Exception:
+                client.close()

@@ -1,0 +1,187 @@
+"""Database models, following the original design documents (``emails``,
+``email_batches``; German status values) plus what delivery needs: a stable key per
+email, the delivery schedule and claim, a transactional outbox and named leases."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out, on PostgreSQL and SQLite alike."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; the service stores UTC")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+# SQLite only auto-increments an INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class EmailStatus(enum.StrEnum):
+    DRAFT = "entwurf"
+    QUEUED = "in_warteschlange"
+    SENDING = "wird_gesendet"
+    SENT = "gesendet"
+    FAILED = "fehlgeschlagen"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSONType}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Email(Base):
+    __tablename__ = "emails"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # Stable identity of the decision that created the email: a replayed send
+    # command finds the row it already created.
+    email_key: Mapped[str] = mapped_column(String(64), unique=True)
+    therapist_id: Mapped[int] = mapped_column(Integer, index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    template: Mapped[str | None] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(255))
+    body_html: Mapped[str] = mapped_column(Text)
+    body_text: Mapped[str] = mapped_column(Text)
+    recipient_email: Mapped[str] = mapped_column(String(255))
+    recipient_name: Mapped[str] = mapped_column(String(255))
+    sender_email: Mapped[str] = mapped_column(String(255))
+    sender_name: Mapped[str] = mapped_column(String(255))
+    placement_request_ids: Mapped[list[int]] = mapped_column(JSONType, default=list)
+    status: Mapped[EmailStatus] = mapped_column(
+        Enum(EmailStatus, name="emailstatus", native_enum=False, length=32,
+             values_callable=lambda e: [m.value for m in e], validate_strings=True,
+             create_constraint=True),
+        default=EmailStatus.DRAFT,
+    )
+    queued_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+    error_message: Mapped[str | None] = mapped_column(Text)
+    retry_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime | None] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    response_received: Mapped[bool] = mapped_column(Boolean, default=False)
+    response_date: Mapped[datetime | None]
+    response_content: Mapped[str | None] = mapped_column(Text)
+
+    # RFC 5322 Message-ID, fixed at creation so that a re-send carries the same one.
+    message_id: Mapped[str] = mapped_column(String(255))
+    # Lower goes first: confirmations and manual emails before contact requests.
+    priority: Mapped[int] = mapped_column(SmallInteger, default=3)
+    oldest_registered_at: Mapped[datetime | None]
+    counts_toward_limit: Mapped[bool] = mapped_column(Boolean, default=True)
+    next_attempt_at: Mapped[datetime | None]
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    claim_expires_at: Mapped[datetime | None]
+
+    batches: Mapped[list[EmailBatch]] = relationship(
+        back_populates="email", order_by="EmailBatch.position", cascade="all, delete-orphan"
+    )
+
+    __table_args__ = (
+        Index("ix_emails_due", "status", "next_attempt_at"),
+        Index("ix_emails_therapist_sent", "therapist_id", "sent_at"),
+    )
+
+
+class EmailBatch(Base):
+    """One placement request inside one email, with the therapist's answer to it."""
+
+    __tablename__ = "email_batches"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    email_id: Mapped[int] = mapped_column(ForeignKey("emails.id", ondelete="CASCADE"), index=True)
+    placement_request_id: Mapped[int] = mapped_column(Integer, index=True)
+    patient_id: Mapped[int] = mapped_column(Integer)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    registered_at: Mapped[datetime | None]
+    # The patient details the email was rendered from (special-category data:
+    # kept here and in the email, nowhere else).
+    patient: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # Latest status from the matching service after the email (e.g. cancelled).
+    request_status: Mapped[str | None] = mapped_column(String(32))
+    response_outcome: Mapped[str | None] = mapped_column(String(32))
+    response_notes: Mapped[str | None] = mapped_column(Text)
+    responded_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime | None] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    email: Mapped[Email] = relationship(back_populates="batches")
+
+    __table_args__ = (UniqueConstraint("email_id", "placement_request_id"),)
+
+
+class OutboxMessage(Base):
+    """A Kafka message decided in the same transaction as the change it reports,
+    relayed in id order once the broker takes it."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    topic: Mapped[str] = mapped_column(String(255))
+    key: Mapped[str | None] = mapped_column(String(255))
+    value: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    published_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_outbox_unpublished", "published_at", "id"),)
+
+
+class Lease(Base):
+    """A named, expiring claim: one worker at a time does the named job."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(128))
+    expires_at: Mapped[datetime | None]

@@ -1,0 +1,110 @@
+"""Transactional outbox and named leases.
+
+An event the service reports is written in the same transaction as the change
+it reports; a relay publishes it afterwards, in order, whenever the broker takes
+it. A lease lets exactly one worker at a time do a named job.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Insert, delete, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from streams.codec import dumps
+from streams.persistence.models import Lease, OutboxMessage
+from streams.schemas import envelope
+
+
+@dataclass(frozen=True)
+class PendingMessage:
+    id: int
+    topic: str
+    key: str | None
+    value: str
+
+
+def add_message(session: Session, topic: str, key: str | None, value: bytes | str, now: datetime) -> None:
+    text = value.decode("utf-8") if isinstance(value, bytes) else value
+    session.add(OutboxMessage(topic=topic, key=key, value=text, created_at=now))
+
+
+def add_event(
+    session: Session,
+    topic: str,
+    event_type: str,
+    therapist_id: int,
+    payload: dict[str, Any],
+    now: datetime,
+    *,
+    causation_id: str | None = None,
+    event_id: str | None = None,
+) -> None:
+    """An output event (CONTRACT §4) keyed by therapist; its event_id is fixed now,
+    so a relay that publishes it twice publishes the same event."""
+    document = envelope(
+        event_type,
+        {"therapist_id": therapist_id, **payload},
+        event_id=event_id or str(uuid.uuid4()),
+        occurred_at=now,
+        causation_id=causation_id,
+    )
+    add_message(session, topic, str(therapist_id), dumps(document), now)
+
+
+def unpublished(session: Session, limit: int) -> list[PendingMessage]:
+    rows = session.scalars(
+        select(OutboxMessage)
+        .where(OutboxMessage.published_at.is_(None))
+        .order_by(OutboxMessage.id)
+        .limit(limit)
+    )
+    return [PendingMessage(r.id, r.topic, r.key, r.value) for r in rows]
+
+
+def mark_published(session: Session, ids: Sequence[int], now: datetime) -> None:
+    session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_(ids), OutboxMessage.published_at.is_(None))
+        .values(published_at=now)
+    )
+
+
+def purge_published(session: Session, before: datetime) -> int:
+    result = session.execute(
+        delete(OutboxMessage).where(OutboxMessage.published_at < before)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def acquire_lease(session: Session, name: str, holder: str, now: datetime, duration: timedelta) -> bool:
+    """Take or renew the lease ``name``; False while another holder's lease runs."""
+    session.execute(insert_ignoring_conflicts(session, Lease).values(name=name))
+    result = session.execute(
+        update(Lease)
+        .where(
+            Lease.name == name,
+            or_(Lease.holder.is_(None), Lease.holder == holder, Lease.expires_at < now),
+        )
+        .values(holder=holder, expires_at=now + duration)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def insert_ignoring_conflicts(session: Session, model: type[Any]) -> Insert:
+    """INSERT … ON CONFLICT DO NOTHING, on PostgreSQL and SQLite alike."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(model).on_conflict_do_nothing()
+    return sqlite.insert(model).on_conflict_do_nothing()
+
+
+def release_lease(session: Session, name: str, holder: str) -> None:
+    session.execute(
+        update(Lease).where(Lease.name == name, Lease.holder == holder).values(holder=None, expires_at=None)
+    )

@@ -1,0 +1,225 @@
+"""Pydantic schemas of the wire format (CONTRACT §1, §3) and the input parser.
+
+``parse_input`` turns the raw bytes of a message into a validated ``InputEvent``
+or a ``Rejection`` whose reason names the field at fault. Reasons never contain
+the offending value: it may be a patient's data, and the DLQ record keeps the
+original bytes anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+)
+
+SCHEMA_VERSION = 1
+PRODUCER = "communication-service"
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+_CONTROL = re.compile(r"[\r\n\x00]")
+
+
+def _single_line(value: str) -> str:
+    # Names end up in email headers; a line break there could inject headers.
+    if _CONTROL.search(value):
+        raise ValueError("must not contain line breaks or NUL characters")
+    return value
+
+
+Line = Annotated[str, AfterValidator(_single_line)]
+Id = Annotated[StrictInt, Field(ge=1)]
+
+
+class _Model(BaseModel):
+    # Producers may add fields (CONTRACT: "extend it freely"); unknown ones are kept.
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class Envelope(_Model):
+    event_id: UUID
+    event_type: str = Field(min_length=1)
+    schema_version: StrictInt
+    occurred_at: AwareDatetime
+    producer: str = Field(min_length=1)
+    payload: dict[str, Any]
+    causation_id: UUID | None = None
+
+
+# -- matching-events ---------------------------------------------------------------
+
+
+class Patient(_Model):
+    registered_at: AwareDatetime
+    first_name: Line | None = None
+    last_name: Line | None = None
+    gender: Line | None = None
+    age: StrictInt | None = Field(None, ge=0, le=150)
+    insurance: str | None = None
+    diagnosis: str | None = None
+    availability: str | None = None
+    notes: str | None = None
+
+
+class MatchCreated(_Model):
+    placement_request_id: Id
+    therapist_id: Id
+    patient_id: Id
+    patient: Patient
+
+
+class MatchStatusChanged(_Model):
+    placement_request_id: Id
+    therapist_id: Id
+    patient_id: Id
+    new_status: str = Field(min_length=1)
+    old_status: str | None = None
+
+
+# -- therapist-events --------------------------------------------------------------
+
+
+class TimeRange(_Model):
+    start: str
+    end: str
+
+
+class TherapistUpserted(_Model):
+    therapist_id: Id
+    email: EmailStr
+    first_name: Line = Field(min_length=1)
+    last_name: Line = Field(min_length=1)
+    title: Line | None = None
+    salutation: Line | None = None
+    phone: Line | None = None
+    timezone: str | None = None
+    contact_blocked: StrictBool = False
+    availability: dict[str, list[TimeRange]] | None = None
+
+
+class TherapistDeleted(_Model):
+    therapist_id: Id
+
+
+# event_type -> payload model, per input topic kind
+MATCHING_EVENTS: dict[str, type[_Model]] = {
+    "match.created": MatchCreated,
+    "match.status_changed": MatchStatusChanged,
+}
+THERAPIST_EVENTS: dict[str, type[_Model]] = {
+    "therapist.created": TherapistUpserted,
+    "therapist.updated": TherapistUpserted,
+    "therapist.deleted": TherapistDeleted,
+}
+
+
+class InputEvent(BaseModel):
+    """A validated input: its envelope and its typed payload."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    envelope: Envelope
+    payload: Any
+
+    @property
+    def event_id(self) -> str:
+        return str(self.envelope.event_id)
+
+    @property
+    def event_type(self) -> str:
+        return self.envelope.event_type
+
+    @property
+    def occurred_at(self) -> datetime:
+        return self.envelope.occurred_at
+
+
+class Rejection(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    reason: str
+    event_id: str | None = None
+    event_type: str | None = None
+
+
+def parse_input(value: bytes | None, known: dict[str, type[_Model]]) -> InputEvent | Rejection:
+    """Validate a raw message against the envelope and the payload schema of its type."""
+    if value is None:
+        return Rejection(reason="empty message (no value)")
+    try:
+        document = json.loads(value.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        return Rejection(reason=f"not UTF-8 text (invalid byte at position {exc.start})")
+    except json.JSONDecodeError as exc:
+        return Rejection(reason=f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+    if not isinstance(document, dict):
+        return Rejection(reason=f"envelope must be a JSON object, not {type(document).__name__}")
+    event_id = document.get("event_id") if isinstance(document.get("event_id"), str) else None
+    event_type = document.get("event_type") if isinstance(document.get("event_type"), str) else None
+    try:
+        envelope = Envelope.model_validate(document)
+    except ValidationError as exc:
+        return Rejection(reason=f"invalid envelope: {describe(exc)}", event_id=event_id, event_type=event_type)
+    if envelope.schema_version != SCHEMA_VERSION:
+        return Rejection(
+            reason=f"schema_version: unsupported version {envelope.schema_version} (supported: {SCHEMA_VERSION})",
+            event_id=event_id, event_type=event_type,
+        )
+    model = known.get(envelope.event_type)
+    if model is None:
+        return Rejection(
+            reason=f"event_type: unknown event type {envelope.event_type!r} on this topic "
+            f"(expected one of {', '.join(sorted(known))})",
+            event_id=event_id, event_type=event_type,
+        )
+    try:
+        payload = model.model_validate(envelope.payload)
+    except ValidationError as exc:
+        return Rejection(reason=f"invalid payload: {describe(exc, 'payload')}", event_id=event_id, event_type=event_type)
+    return InputEvent(envelope=envelope, payload=payload)
+
+
+def describe(error: ValidationError, prefix: str | None = None) -> str:
+    """``field.path: message`` for each problem, without the input values."""
+    problems = []
+    for problem in error.errors(include_input=False, include_url=False, include_context=False):
+        path = ".".join(str(part) for part in (prefix, *problem["loc"]) if part is not None)
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        problems.append(f"{path}: {message}" if path else message)
+    return "; ".join(problems)
+
+
+def envelope(
+    event_type: str,
+    payload: dict[str, Any],
+    *,
+    event_id: str,
+    occurred_at: datetime,
+    causation_id: str | None = None,
+) -> dict[str, Any]:
+    """An output envelope (CONTRACT §1)."""
+    document: dict[str, Any] = {
+        "event_id": event_id,
+        "event_type": event_type,
+        "schema_version": SCHEMA_VERSION,
+        "occurred_at": occurred_at.isoformat(),
+        "producer": PRODUCER,
+        "payload": payload,
+    }
+    if causation_id is not None:
+        document["causation_id"] = causation_id
+    return document
+

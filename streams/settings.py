@@ -1,0 +1,180 @@
+"""One typed settings object, built from the environment (CONTRACT §6).
+
+``Settings.from_environ`` takes any mapping, so tests hand it a plain dict. Secrets
+may also come from a file named by ``<VARIABLE>_FILE`` and are never shown in
+``repr`` or logs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import timedelta, tzinfo
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from sqlalchemy.engine import make_url
+
+from domain.durations import parse_duration
+from domain.schedule import Schedule, parse_schedule
+
+PREFIX = "COMM_"
+# Variables whose value may instead be read from the file ``<NAME>_FILE`` names.
+SECRET_VARIABLES = ("COMM_SMTP_USERNAME", "COMM_SMTP_PASSWORD", "COMM_DATABASE_URL")
+
+
+def _duration(value: Any) -> Any:
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+
+
+class SettingsError(ValueError):
+    """A configuration value is invalid; the message names the variable."""
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(
+        frozen=True, populate_by_name=True, extra="ignore", arbitrary_types_allowed=True
+    )
+
+    kafka_broker: str = Field("kafka://localhost:9092", alias="COMM_KAFKA_BROKER")
+    app_id: str = Field("communication-service", alias="COMM_APP_ID", min_length=1)
+    database_url: SecretStr = Field(
+        SecretStr("sqlite:///commsvc.db"), alias="COMM_DATABASE_URL"
+    )
+    smtp_host: str = Field("localhost", alias="COMM_SMTP_HOST")
+    smtp_port: int = Field(1025, alias="COMM_SMTP_PORT", ge=1, le=65535)
+    smtp_username: SecretStr | None = Field(None, alias="COMM_SMTP_USERNAME")
+    smtp_password: SecretStr | None = Field(None, alias="COMM_SMTP_PASSWORD")
+    smtp_security: Literal["none", "starttls", "tls"] = Field("none", alias="COMM_SMTP_SECURITY")
+    smtp_timeout: Duration = Field(timedelta(seconds=30), alias="COMM_SMTP_TIMEOUT")
+    # A CA bundle to verify the SMTP server's certificate with (default: the system's).
+    smtp_ca_file: Path | None = Field(None, alias="COMM_SMTP_CA_FILE")
+    sender_email: str = Field("vermittlung@therapieplatz.example", alias="COMM_SENDER_EMAIL")
+    sender_name: str = Field("Therapieplatz-Vermittlung", alias="COMM_SENDER_NAME")
+    timezone: Any = Field(ZoneInfo("Europe/Berlin"), alias="COMM_TIMEZONE")
+    contact_interval: Duration = Field(timedelta(days=7), alias="COMM_CONTACT_INTERVAL")
+    follow_up_after: Duration = Field(timedelta(days=7), alias="COMM_FOLLOW_UP_AFTER")
+    batch_schedule_text: str = Field("0 9 * * *", alias="COMM_BATCH_SCHEDULE")
+    call_slot: Duration = Field(timedelta(minutes=5), alias="COMM_CALL_SLOT")
+    call_reminder_before: Duration = Field(timedelta(minutes=15), alias="COMM_CALL_REMINDER_BEFORE")
+    max_send_attempts: int = Field(5, alias="COMM_MAX_SEND_ATTEMPTS", ge=1)
+    max_call_attempts: int = Field(3, alias="COMM_MAX_CALL_ATTEMPTS", ge=1)
+    topic_matching: str = Field("matching-events", alias="COMM_TOPIC_MATCHING", min_length=1)
+    topic_therapists: str = Field("therapist-events", alias="COMM_TOPIC_THERAPISTS", min_length=1)
+    topic_commands: str = Field("communication-commands", alias="COMM_TOPIC_COMMANDS", min_length=1)
+    topic_events: str = Field("communication-events", alias="COMM_TOPIC_EVENTS", min_length=1)
+    topic_dlq: str = Field("communication-dlq", alias="COMM_TOPIC_DLQ", min_length=1)
+
+    # -- operational settings beyond the contract --------------------------------
+    # Partitions of the service's own topics and tables (fixed once data exists).
+    partitions: int = Field(8, alias="COMM_PARTITIONS", ge=1)
+    create_topics: bool = Field(True, alias="COMM_CREATE_TOPICS")
+    replication_factor: int = Field(1, alias="COMM_REPLICATION_FACTOR", ge=1)
+    # How often each worker checks whether a batch run is due on its partitions.
+    tick_interval: Duration = Field(timedelta(seconds=1), alias="COMM_TICK_INTERVAL")
+    # How long replayed events and settled requests are recognised.
+    dedup_retention: Duration = Field(timedelta(days=90), alias="COMM_DEDUP_RETENTION")
+    broker_session_timeout: Duration = Field(timedelta(seconds=10), alias="COMM_BROKER_SESSION_TIMEOUT")
+    broker_heartbeat_interval: Duration = Field(timedelta(seconds=1), alias="COMM_BROKER_HEARTBEAT_INTERVAL")
+    # How long a fetch may wait for data. Kafka answers as soon as data arrives;
+    # Tansu waits the full time, so tests and the demo set it low.
+    consumer_fetch_max_wait: Duration = Field(timedelta(milliseconds=1500), alias="COMM_CONSUMER_FETCH_MAX_WAIT")
+    # Tansu needs 1 (one record per batch) for changelog recovery; Kafka does not.
+    producer_max_batch_size: int | None = Field(None, alias="COMM_PRODUCER_MAX_BATCH_SIZE", ge=1)
+    table_standby_replicas: int = Field(1, alias="COMM_TABLE_STANDBY_REPLICAS", ge=0)
+    web_port: int | None = Field(None, alias="COMM_WEB_PORT", ge=1, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="COMM_LOG_LEVEL")
+    # A directory whose templates take precedence over the packaged ones.
+    template_dir: Path | None = Field(None, alias="COMM_TEMPLATE_DIR")
+    # How many due emails one worker claims from the database at a time.
+    delivery_batch_size: int = Field(50, alias="COMM_DELIVERY_BATCH_SIZE", ge=1)
+    # How long a worker's claim on an email lasts before another may take it over.
+    delivery_lease: Duration = Field(timedelta(seconds=60), alias="COMM_DELIVERY_LEASE")
+    poll_interval: Duration = Field(timedelta(seconds=1), alias="COMM_POLL_INTERVAL")
+    retry_backoff_base: Duration = Field(timedelta(seconds=30), alias="COMM_RETRY_BACKOFF")
+    retry_backoff_max: Duration = Field(timedelta(hours=1), alias="COMM_RETRY_BACKOFF_MAX")
+
+    _batch_schedule: Schedule = PrivateAttr()
+
+    @field_validator("timezone", mode="before")
+    @classmethod
+    def _zone(cls, value: Any) -> tzinfo:
+        if isinstance(value, tzinfo):
+            return value
+        try:
+            return ZoneInfo(str(value))
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (expected an IANA name such as Europe/Berlin)") from exc
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: SecretStr) -> SecretStr:
+        try:
+            make_url(value.get_secret_value())
+        except Exception as exc:
+            raise ValueError("not a database URL (e.g. postgresql+psycopg://user@host/db or sqlite:///file.db)") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _schedule(self) -> Settings:
+        try:
+            schedule = parse_schedule(self.batch_schedule_text, self.timezone)
+        except ValueError as exc:
+            raise ValueError(f"COMM_BATCH_SCHEDULE: {exc}") from exc
+        self._batch_schedule = schedule
+        return self
+
+    @property
+    def batch_schedule(self) -> Schedule:
+        return self._batch_schedule
+
+    @property
+    def database_url_display(self) -> str:
+        """The database URL with any password hidden, for logs."""
+        return make_url(self.database_url.get_secret_value()).render_as_string(hide_password=True)
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build from ``environ`` (default: ``os.environ``); raise SettingsError naming the variable."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {k: v for k, v in environ.items() if k.startswith(PREFIX)}
+        for name in SECRET_VARIABLES:
+            file_name = environ.get(f"{name}_FILE")
+            if file_name and name not in values:
+                try:
+                    values[name] = Path(file_name).read_text(encoding="utf-8").rstrip("\r\n")
+                except OSError as exc:
+                    raise SettingsError(f"{name}_FILE: cannot read {file_name}: {exc.strerror}") from exc
+        values.update(overrides)
+        values = {k: v for k, v in values.items() if v != ""}  # set but empty = unset
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise SettingsError(_describe(exc)) from None
+
+
+def _describe(error: ValidationError) -> str:
+    """One line per problem, naming the variable and never echoing the value of a secret."""
+    lines = []
+    for problem in error.errors(include_input=False, include_url=False):
+        location = ".".join(str(part) for part in problem["loc"])
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        if not location and ":" in message:
+            location, _, message = message.partition(": ")
+        lines.append(f"{location or 'configuration'}: {message}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)

@@ -1,0 +1,85 @@
+"""A local SMTP server (aiosmtpd) that keeps every message it receives, and can
+write each one as an ``.eml`` file. The demo's mail capture; the tests' SMTP peer."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+from streams.local_broker import free_port
+
+
+@dataclass(frozen=True)
+class Received:
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    raw: bytes
+
+    @property
+    def message(self) -> EmailMessage:
+        parsed = message_from_bytes(self.raw, policy=policy.default)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
+
+
+class CaptureHandler:
+    def __init__(self, output_dir: Path | None = None) -> None:
+        self.output_dir = output_dir
+        self.messages: list[Received] = []
+        self.changed = threading.Condition()
+        # Tests may decide the reply per message (e.g. "451 try later").
+        self.responder: Callable[[Received], str | None] | None = None
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        received = Received(envelope.mail_from, tuple(envelope.rcpt_tos), bytes(envelope.original_content or envelope.content))
+        reply = self.responder(received) if self.responder else None
+        if reply is not None:
+            return reply
+        with self.changed:
+            self.messages.append(received)
+            if self.output_dir is not None:
+                self.output_dir.mkdir(parents=True, exist_ok=True)
+                name = f"{len(self.messages):04d}-{received.rcpt_tos[0].replace('@', '_at_')}.eml"
+                (self.output_dir / name).write_bytes(received.raw)
+            self.changed.notify_all()
+        return "250 Message accepted for delivery"
+
+    def wait_for(self, count: int, timeout: float) -> list[Received]:
+        """Block until at least ``count`` messages arrived (or raise TimeoutError)."""
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while len(self.messages) < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"{len(self.messages)} of {count} emails arrived within {timeout}s")
+                self.changed.wait(remaining)
+            return list(self.messages)
+
+
+class SmtpCapture:
+    def __init__(self, output_dir: Path | None = None, port: int | None = None, **controller: Any) -> None:
+        self.handler = CaptureHandler(output_dir)
+        self.port = port or free_port()
+        self.controller = Controller(
+            self.handler, hostname="127.0.0.1", port=self.port, **controller
+        )
+
+    def start(self) -> SmtpCapture:
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+    @property
+    def messages(self) -> list[Received]:
+        with self.handler.changed:
+            return list(self.handler.messages)

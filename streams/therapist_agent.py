@@ -1,0 +1,193 @@
+"""The therapist agent: one consumer of the inbox, the only writer of the table.
+
+Thin by design: decode → domain → publish the decisions → store the new state.
+Decisions are published (and acknowledged by the broker) before the new state is
+written, so a crash in between replays the event and publishes the same
+decisions again under the same keys, which downstream recognises, instead of
+losing them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+import faust
+from aiokafka.partitioner import murmur2
+
+from domain import batching, schedule
+from domain.decisions import CONFIRMATION, Decision, DropRequest, SendEmail, SettleEmailedRequest
+from domain.therapist_state import TherapistState
+from streams.app import Topics
+from streams.codec import dumps, loads, profile_from_wire, request_from_wire, send_email_command
+from streams.dlq import publish_dead_letter
+from streams.log_safety import log_failure
+from streams.schemas import envelope
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Replay memory is pruned once a therapist's grows past this many records.
+PRUNE_ABOVE = 200
+
+
+def bookmark_key(partition: int) -> str:
+    return f"batch-run:{partition}"
+
+
+def partition_of(therapist_id: int, partitions: int) -> int:
+    """Kafka's default partitioner for a keyed message, the key being the id as text."""
+    return (murmur2(str(therapist_id).encode()) & 0x7FFFFFFF) % partitions
+
+
+class TherapistAgent:
+    def __init__(
+        self,
+        settings: Settings,
+        topics: Topics,
+        table: faust.Table,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.table = table
+        self.clock = clock
+
+    async def __call__(self, stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            try:
+                await self.handle(loads(event.value), event.message.partition)
+            except Exception as exc:
+                # A bug must not stop the stream; the message goes to the DLQ for a person.
+                log_failure(log, "therapist agent: cannot process an inbox message", exc)
+                await publish_dead_letter(
+                    self.topics.dlq, event.message, f"internal error: {type(exc).__name__}", self.clock()
+                )
+
+    async def handle(self, message: Mapping[str, Any], partition: int) -> None:
+        kind = message["kind"]
+        if kind == "tick":
+            await self.batch_run(partition, datetime.fromisoformat(message["now"]))
+            return
+        therapist_id = int(message["therapist_id"])
+        stored = self.table.get(therapist_id)
+        state = stored.copy() if stored is not None else TherapistState(therapist_id)
+        decisions = self._apply(state, kind, message, self.clock())
+        await self._publish(therapist_id, decisions, message.get("event_id"))
+        if state.memory_size() > PRUNE_ABOVE:
+            now = self.clock()
+            state.forget_before(now - self.settings.dedup_retention, now, self.settings.contact_interval)
+        self.table[therapist_id] = state
+
+    def _apply(self, state: TherapistState, kind: str, m: Mapping[str, Any], now: datetime) -> list[Decision]:
+        if kind == "match_created":
+            return state.match_created(m["event_id"], request_from_wire(m["request"]), now)
+        if kind == "match_status_changed":
+            return state.match_status_changed(
+                m["event_id"], m["placement_request_id"], m["patient_id"], m["new_status"], now
+            )
+        if kind == "therapist_upserted":
+            occurred_at = datetime.fromisoformat(m["occurred_at"])
+            return state.therapist_upserted(m["event_id"], occurred_at, profile_from_wire(m["profile"]), now)
+        if kind == "therapist_deleted":
+            return state.therapist_deleted(m["event_id"], datetime.fromisoformat(m["occurred_at"]), now)
+        if kind == "email_sent":
+            sent_at = datetime.fromisoformat(m["sent_at"])
+            state.email_sent(m["email_key"], bool(m["limited"]), sent_at, self.settings.contact_interval)
+            return []
+        if kind == "email_failed":
+            state.email_failed(m["email_key"])
+            return []
+        raise ValueError(f"unknown inbox message kind {kind!r}")
+
+    async def batch_run(self, partition: int, now: datetime) -> None:
+        """On a tick: if a scheduled run is due on this partition, email every
+        eligible therapist of this partition, most-waiting first."""
+        key = bookmark_key(partition)
+        bookmark = self.table.get(key)
+        plan = self.settings.batch_schedule
+        if bookmark is None:
+            # First tick here: runs start from now on; none are invented for the past.
+            self.table[key] = {"last_run": plan.latest_at_or_before(now).isoformat()}
+            return
+        run_at = schedule.due_run(plan, datetime.fromisoformat(bookmark["last_run"]), now)
+        if run_at is None:
+            return
+        interval = self.settings.contact_interval
+        planned: list[tuple[TherapistState, SendEmail]] = []
+        for therapist_id, state in self._states_of(partition):
+            if not state.pending:
+                continue
+            updated = state.copy()
+            decision = updated.plan_contact_email(run_at, interval)
+            if decision is not None:
+                planned.append((updated, decision))
+        planned.sort(key=lambda item: (item[1].requests[0].registered_at, item[0].therapist_id))
+        pending = [
+            await self._send_command(updated.therapist_id, send_email_command(decision, None, True))
+            for updated, decision in planned
+        ]
+        for future in pending:
+            await future
+        for updated, _ in planned:
+            self.table[updated.therapist_id] = updated
+        self.table[key] = {"last_run": run_at.isoformat()}
+        if planned:
+            log.info(
+                "batch run %s on partition %d: %d contact email(s) decided",
+                run_at.isoformat(), partition, len(planned),
+            )
+
+    def _states_of(self, partition: int) -> Iterable[tuple[int, TherapistState]]:
+        partitions = self.settings.partitions
+        for key, value in list(self.table.items()):
+            if isinstance(value, TherapistState) and partition_of(key, partitions) == partition:
+                yield key, value
+
+    async def _publish(self, therapist_id: int, decisions: list[Decision], causation: str | None) -> None:
+        pending = []
+        for decision in decisions:
+            if isinstance(decision, SendEmail):
+                limited = decision.kind != CONFIRMATION
+                pending.append(await self._send_command(therapist_id, send_email_command(decision, causation, limited)))
+            elif isinstance(decision, DropRequest):
+                pending.append(await self._dropped(therapist_id, decision, causation))
+            elif isinstance(decision, SettleEmailedRequest):
+                pending.append(await self._send_command(therapist_id, dumps({
+                    "kind": "settle_request",
+                    "therapist_id": therapist_id,
+                    "placement_request_id": decision.placement_request_id,
+                    "status": decision.status,
+                })))
+        for future in pending:
+            await future
+
+    async def _send_command(self, therapist_id: int, value: bytes) -> Any:
+        return await self.topics.send_commands.send(key=str(therapist_id).encode(), value=value)
+
+    async def _dropped(self, therapist_id: int, drop: DropRequest, causation: str | None) -> Any:
+        document = envelope(
+            "communication.placement_dropped",
+            {
+                "therapist_id": therapist_id,
+                "placement_request_id": drop.placement_request_id,
+                "patient_id": drop.patient_id,
+                "reason": drop.reason,
+            },
+            event_id=batching.derived_key("placement_dropped", causation, drop.placement_request_id),
+            occurred_at=self.clock(),
+            causation_id=causation,
+        )
+        return await self.topics.events.send(key=str(therapist_id).encode(), value=dumps(document))
+
+
+async def send_ticks(app: faust.App, topics: Topics, clock: Callable[[], datetime]) -> None:
+    """Each worker ticks the inbox partitions it owns; the agent handling a tick
+    touches only that partition's therapists, so table writes stay co-partitioned."""
+    inbox = topics.inbox.get_topic_name()
+    owned = sorted(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == inbox)
+    value = dumps({"kind": "tick", "now": clock().isoformat()})
+    for partition in owned:
+        await topics.inbox.send(value=value, partition=partition)
