@@ -36,4 +36,4 @@ def batch_requests(pending: Iterable[PlacementRequest]) -> tuple[PlacementReques
 
 
 def oldest_registration(requests: Iterable[PlacementRequest]) -> datetime | None:
-    return min((r.registered_at for r in requests), default=None)
+    return min((r.registered_at.astimezone(UTC) for r in requests), default=None)

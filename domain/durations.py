@@ -21,8 +21,7 @@ def parse_duration(text: str) -> timedelta:
     match = _PATTERN.fullmatch(text.strip())
     if match is None:
         raise ValueError(
-            f"invalid duration {text!r}: expected an integer and a unit "
-            "(ms, s, m, h, d, w), e.g. 7d or 40s"
+            f"invalid duration {text!r}: expected an integer and a unit (ms, s, m, h, d, w), e.g. 7d or 40s"
         )
     return int(match.group(1)) * _UNITS[match.group(2)]
 

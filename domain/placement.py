@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 # A request in one of these statuses is no longer open (CONTRACT §3).
@@ -26,6 +26,4 @@ class PlacementRequest:
 
 def registration_order(requests: Iterable[PlacementRequest]) -> list[PlacementRequest]:
     """Oldest registration first; the request id breaks ties so the order is total."""
-    return sorted(requests, key=lambda r: (r.registered_at, r.placement_request_id))
-
-
+    return sorted(requests, key=lambda r: (r.registered_at.astimezone(UTC), r.placement_request_id))

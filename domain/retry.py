@@ -15,7 +15,7 @@ def backoff_delay(attempt: int, base: timedelta, cap: timedelta, jitter: float) 
         raise ValueError("attempt counts from 1")
     if not 0.0 <= jitter < 1.0:
         raise ValueError("jitter must be in [0, 1)")
-    ceiling = min(cap, base * (2 ** (attempt - 1)))
+    ceiling = min(cap, base * (1 << (attempt - 1)))
     return ceiling / 2 + (ceiling / 2) * jitter
 
 

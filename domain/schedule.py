@@ -41,7 +41,7 @@ class IntervalSchedule:
             raise ValueError("an interval schedule needs a positive interval")
 
     def latest_at_or_before(self, moment: datetime) -> datetime:
-        return _EPOCH + ((moment - _EPOCH) // self.every) * self.every
+        return _EPOCH + ((moment.astimezone(UTC) - _EPOCH) // self.every) * self.every
 
     def next_after(self, moment: datetime) -> datetime:
         return self.latest_at_or_before(moment) + self.every
@@ -81,7 +81,7 @@ class CronSchedule:
     def latest_at_or_before(self, moment: datetime) -> datetime:
         day = moment.astimezone(self.zone).date() + timedelta(days=1)
         for _ in range(_MAX_SEARCH_DAYS):
-            candidates = [run for run in self._runs_on(day) if run <= moment]
+            candidates = [run for run in self._runs_on(day) if run <= moment.astimezone(UTC)]
             if candidates:
                 return max(candidates)
             day -= timedelta(days=1)
@@ -90,7 +90,7 @@ class CronSchedule:
     def next_after(self, moment: datetime) -> datetime:
         day = moment.astimezone(self.zone).date() - timedelta(days=1)
         for _ in range(_MAX_SEARCH_DAYS):
-            candidates = [run for run in self._runs_on(day) if run > moment]
+            candidates = [run for run in self._runs_on(day) if run > moment.astimezone(UTC)]
             if candidates:
                 return min(candidates)
             day += timedelta(days=1)
@@ -125,14 +125,13 @@ def due_run(schedule: Schedule, last_run: datetime | None, now: datetime) -> dat
     Several missed runs collapse into the latest one: a batch run sends whatever
     is waiting, so running it once catches up.
     """
-    latest = schedule.latest_at_or_before(now)
-    if last_run is not None and latest <= last_run:
+    latest = schedule.latest_at_or_before(now).astimezone(UTC)
+    if last_run is not None and latest <= last_run.astimezone(UTC):
         return None
     return latest
 
 
-_FIELD_BOUNDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31),
-                 ("month", 1, 12), ("day of week", 0, 7))
+_FIELD_BOUNDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
 
 
 def _parse_field(text: str, name: str, low: int, high: int) -> frozenset[int]:
@@ -166,8 +165,7 @@ def parse_cron(expression: str, zone: tzinfo) -> CronSchedule:
     fields = expression.split()
     if len(fields) != 5:
         raise ValueError(
-            f"invalid cron expression {expression!r}: expected five fields "
-            "(minute hour day-of-month month day-of-week)"
+            f"invalid cron expression {expression!r}: expected five fields (minute hour day-of-month month day-of-week)"
         )
     parsed = [_parse_field(text, *bounds) for text, bounds in zip(fields, _FIELD_BOUNDS, strict=True)]
     minutes, hours, days_of_month, months, days_of_week = parsed

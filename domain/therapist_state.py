@@ -16,7 +16,7 @@ table may already contain the effect of an event that is delivered again.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from domain import batching, contact_limit
 from domain.decisions import (
@@ -38,6 +38,7 @@ CONFIRMED = "confirmed"
 # Reasons given with ``placement_dropped``.
 THERAPIST_DELETED = "therapist_deleted"
 CONTACT_BLOCKED = "contact_blocked"
+
 
 @dataclass
 class InFlightEmail:
@@ -100,10 +101,7 @@ class TherapistState:
         self.profile = profile
         self.profile_as_of = occurred_at
         self.deleted = False
-        decisions = [
-            self._confirmation(request, now)
-            for request in self.awaiting_confirmation.values()
-        ]
+        decisions: list[Decision] = [self._confirmation(r, now) for r in self.awaiting_confirmation.values()]
         self.awaiting_confirmation.clear()
         if profile.contact_blocked:
             decisions.extend(self._drop_all_pending(CONTACT_BLOCKED, now))
@@ -153,8 +151,11 @@ class TherapistState:
         if request_id in self.pending:
             request = self.pending[request_id]
             self.pending[request_id] = PlacementRequest(
-                request.placement_request_id, request.patient_id, request.registered_at,
-                request.patient, new_status,
+                request.placement_request_id,
+                request.patient_id,
+                request.registered_at,
+                request.patient,
+                new_status,
             )
             return []
         if settled in (EMAILED, CONFIRMED):
@@ -198,8 +199,12 @@ class TherapistState:
         requests = batching.batch_requests(self.pending.values())
         key = batching.contact_email_key(self.therapist_id, run_at)
         decision = SendEmail(
-            key, CONTACT_REQUEST, batching.contact_template(len(requests)), self.profile,
-            requests, run_at,
+            key,
+            CONTACT_REQUEST,
+            batching.contact_template(len(requests)),
+            self.profile,
+            requests,
+            run_at,
         )
         for request in requests:
             self.settled[request.placement_request_id] = (EMAILED, run_at)
@@ -220,9 +225,7 @@ class TherapistState:
 
     # -- delivery feedback -------------------------------------------------------
 
-    def email_sent(
-        self, email_key: str, limited: bool, sent_at: datetime, interval: timedelta
-    ) -> None:
+    def email_sent(self, email_key: str, limited: bool, sent_at: datetime, interval: timedelta) -> None:
         self.in_flight.pop(email_key, None)
         if limited and sent_at not in self.contact_sent_at:
             self.contact_sent_at = list(
@@ -248,7 +251,7 @@ class TherapistState:
         return False
 
     def _stale(self, occurred_at: datetime) -> bool:
-        return self.profile_as_of is not None and occurred_at < self.profile_as_of
+        return self.profile_as_of is not None and occurred_at.astimezone(UTC) < self.profile_as_of.astimezone(UTC)
 
     def _refusal_reason(self) -> str | None:
         if self.deleted:

@@ -95,12 +95,25 @@ def build_app(services: Services) -> ServiceApp:
 
     async def on_startup_finished() -> None:
         delivery = DeliveryService(
-            settings, services.database, services.mailer, channels, services.wakeups,
-            services.worker_id, clock, loop=app.loop, beacon=app.beacon,
+            settings,
+            services.database,
+            services.mailer,
+            channels,
+            services.wakeups,
+            services.worker_id,
+            clock,
+            loop=app.loop,
+            beacon=app.beacon,
         )
         relay = OutboxRelay(
-            settings, services.database, app.producer, services.wakeups.relay,
-            services.worker_id, clock, loop=app.loop, beacon=app.beacon,
+            settings,
+            services.database,
+            app.producer,
+            services.wakeups.relay,
+            services.worker_id,
+            clock,
+            loop=app.loop,
+            beacon=app.beacon,
         )
         await app.add_runtime_dependency(delivery)
         await app.add_runtime_dependency(relay)

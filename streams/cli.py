@@ -69,16 +69,22 @@ def migrate_until_done(settings: Settings, *, wait: bool) -> None:
 
 def run_worker(settings: Settings) -> None:
     from streams.bootstrap import Services, ServiceWorker, build_app
-    from streams.kafka_admin import ensure_topics
+    from streams.kafka_admin import TopicMismatch, ensure_topics
 
     migrate_until_done(settings, wait=True)
-    if settings.create_topics:
+    try:
         asyncio.run(ensure_topics(settings))
+    except TopicMismatch as exc:
+        print(f"commsvc: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     services = Services.from_settings(settings)
     service_app = build_app(services)
     log.info(
         "starting worker: broker %s, database %s, SMTP %s:%s",
-        settings.kafka_broker, settings.database_url_display, settings.smtp_host, settings.smtp_port,
+        settings.kafka_broker,
+        settings.database_url_display,
+        settings.smtp_host,
+        settings.smtp_port,
     )
     worker = ServiceWorker(
         service_app,
@@ -104,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "demo", help="run the whole pipeline locally (embedded broker, SQLite, SMTP capture) on a scenario"
     )
     demo.add_argument("--output", default="demo-output", help="where emails (.eml) and logs go")
+    preview = commands.add_parser("preview", help="render every email template with sample data to HTML and text files")
+    preview.add_argument("--out", default="email-preview", help="directory to write the files to")
     args = parser.parse_args(argv)
 
     if args.command == "demo":
@@ -114,7 +122,14 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     settings = load_settings()
     configure_logging(settings.log_level)
-    if args.command == "migrate":
+    if args.command == "preview":
+        from pathlib import Path
+
+        from streams.preview import run_preview
+
+        written = run_preview(Path(args.out), settings.timezone, settings.template_dir)
+        print(f"{len(written)} files written to {Path(args.out).resolve()} (open index.html)")
+    elif args.command == "migrate":
         try:
             migrate_until_done(settings, wait=False)
         except SQLAlchemyError as exc:

@@ -59,8 +59,16 @@ def request_from_wire(wire: Mapping[str, Any]) -> PlacementRequest:
 
 
 _PROFILE_FIELDS = (
-    "therapist_id", "email", "first_name", "last_name", "title", "salutation", "phone",
-    "timezone", "contact_blocked", "availability",
+    "therapist_id",
+    "email",
+    "first_name",
+    "last_name",
+    "title",
+    "salutation",
+    "phone",
+    "timezone",
+    "contact_blocked",
+    "availability",
 )
 
 
@@ -111,8 +119,11 @@ def state_from_wire(wire: Mapping[str, Any]) -> TherapistState:
         pending={r.placement_request_id: r for r in pending},
         in_flight={
             f["email_key"]: InFlightEmail(
-                f["email_key"], f["kind"], tuple(f["placement_request_ids"]),
-                _time(f["decided_at"]), bool(f.get("limited", True)),
+                f["email_key"],
+                f["kind"],
+                tuple(f["placement_request_ids"]),
+                _time(f["decided_at"]),
+                bool(f.get("limited", True)),
             )
             for f in wire.get("in_flight", ())
         },

@@ -69,8 +69,12 @@ class DeliveryService(Service):  # type: ignore[misc]
             self.wakeups.delivery.clear()
             try:
                 claimed = await self.database.run(
-                    emails.claim_due, self.worker_id, self.clock(), settings.delivery_batch_size,
-                    settings.delivery_lease, settings.contact_interval,
+                    emails.claim_due,
+                    self.worker_id,
+                    self.clock(),
+                    settings.delivery_batch_size,
+                    settings.delivery_lease,
+                    settings.contact_interval,
                 )
                 for email in claimed:
                     if self.should_stop:
@@ -92,7 +96,10 @@ class DeliveryService(Service):  # type: ignore[misc]
             retry = await self._record(emails.record_failure, email.id, error, self.clock(), self.policy, self.channels)
             log.warning(
                 "email %s to therapist %s: attempt failed (%s); %s",
-                email.id, email.therapist_id, error, "will retry" if retry else "failed for good",
+                email.id,
+                email.therapist_id,
+                error,
+                "will retry" if retry else "failed for good",
             )
         else:
             await self._record(emails.record_sent, email.id, sent_at, self.channels)

@@ -102,12 +102,14 @@ class IngestAgent:
 
     async def reject(self, message: Any, rejection: Rejection) -> None:
         # The reason names the field, never its value; the value travels in the record.
-        log.warning(
-            "dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, rejection.reason
-        )
+        log.warning("dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, rejection.reason)
         await publish_dead_letter(
-            self.topics.dlq, message, rejection.reason, self.clock(),
-            event_id=rejection.event_id, event_type=rejection.event_type,
+            self.topics.dlq,
+            message,
+            rejection.reason,
+            self.clock(),
+            event_id=rejection.event_id,
+            event_type=rejection.event_type,
         )
 
 

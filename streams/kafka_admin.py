@@ -26,8 +26,17 @@ def bootstrap_servers(broker_url: str) -> str:
     return ",".join(hosts)
 
 
+class TopicMismatch(RuntimeError):
+    """An internal topic exists with the wrong number of partitions."""
+
+
 def topic_plan(settings: Settings) -> list[tuple[str, int, dict[str, str]]]:
-    """(name, partitions, config) of every topic the service reads or writes."""
+    """(name, partitions, config) of every topic the service reads or writes.
+
+    The internal ones (the last three) must have exactly ``COMM_PARTITIONS``
+    partitions: the table is co-partitioned with the inbox. Input topics may have
+    any count, since everything is repartitioned by therapist into the inbox.
+    """
     internal = internal_topic_names(settings)
     n = settings.partitions
     plain: dict[str, str] = {}
@@ -46,12 +55,16 @@ def topic_plan(settings: Settings) -> list[tuple[str, int, dict[str, str]]]:
 async def ensure_topics(
     settings: Settings, *, attempts: int | None = None, sleep: Callable[[float], object] = asyncio.sleep
 ) -> list[str]:
-    """Create the topics that do not exist yet; wait (with backoff) for the broker."""
+    """Create the topics that do not exist yet (when COMM_CREATE_TOPICS), check that
+    the internal ones have COMM_PARTITIONS partitions; wait (with backoff) for the broker."""
     delay, attempt = 0.5, 0
     while True:
         attempt += 1
         try:
-            return await _create_missing(settings, topic_plan(settings))
+            plan = topic_plan(settings)
+            created = await _create_missing(settings, plan) if settings.create_topics else []
+            await _verify_internal_partitions(settings, plan[-3:])
+            return created
         except (KafkaError, OSError) as exc:
             if attempts is not None and attempt >= attempts:
                 raise
@@ -60,10 +73,25 @@ async def ensure_topics(
             delay = min(delay * 2, 10.0)
 
 
+async def _verify_internal_partitions(settings: Settings, internal: list[tuple[str, int, dict[str, str]]]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings.kafka_broker), request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([name for name, _, _ in internal])
+    finally:
+        await admin.close()
+    found = {topic["topic"]: len(topic["partitions"]) for topic in described if not topic.get("error_code")}
+    for name, partitions, _ in internal:
+        if name in found and found[name] != partitions:
+            raise TopicMismatch(
+                f"topic {name} has {found[name]} partitions, but COMM_PARTITIONS is {partitions}: the table "
+                "must be co-partitioned with the inbox. Use the partition count the topics were created "
+                "with (or recreate them before any data exists)."
+            )
+
+
 async def _create_missing(settings: Settings, plan: Iterable[tuple[str, int, dict[str, str]]]) -> list[str]:
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap_servers(settings.kafka_broker), request_timeout_ms=10_000
-    )
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings.kafka_broker), request_timeout_ms=10_000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

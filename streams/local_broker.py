@@ -40,12 +40,26 @@ class LocalBroker:
 
     def start(self, timeout: float = 20.0) -> LocalBroker:
         listener = f"tcp://127.0.0.1:{self.port}"
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [broker_binary(), "broker", "--listener-url", listener, "--advertised-listener-url",
-             listener, "--storage-engine", "memory://tansu/"],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RUST_LOG": "warn"},
-        )
+        log = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115
+        try:
+            self.process = subprocess.Popen(  # noqa: S603 - our own binary, fixed arguments
+                [
+                    broker_binary(),
+                    "broker",
+                    "--listener-url",
+                    listener,
+                    "--advertised-listener-url",
+                    listener,
+                    "--storage-engine",
+                    "memory://tansu/",
+                ],
+                stdout=log or subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "RUST_LOG": "warn"},
+            )
+        finally:
+            if log is not None:
+                log.close()  # the broker has its own copy of the descriptor
         self.wait_until_listening(timeout)
         return self
 

@@ -74,14 +74,12 @@ class SmtpMailer:
             port=settings.smtp_port,
             timeout=settings.smtp_timeout.total_seconds(),
             use_tls=security == "tls",
-            start_tls=True if security == "starttls" else False,
+            start_tls=security == "starttls",
             tls_context=self._tls_context(),
         )
         await client.connect()
         if settings.smtp_username is not None and settings.smtp_password is not None:
-            await client.login(
-                settings.smtp_username.get_secret_value(), settings.smtp_password.get_secret_value()
-            )
+            await client.login(settings.smtp_username.get_secret_value(), settings.smtp_password.get_secret_value())
         return client
 
     async def send(self, message: EmailMessage) -> None:

@@ -81,8 +81,6 @@ class OutboxRelay(Service):  # type: ignore[misc]
 
     async def on_stop(self) -> None:
         try:
-            await asyncio.wait_for(
-                self.database.run(outbox.release_lease, LEASE, self.worker_id), timeout=3
-            )
+            await asyncio.wait_for(self.database.run(outbox.release_lease, LEASE, self.worker_id), timeout=3)
         except Exception:  # the lease simply expires
             log.debug("could not release the relay lease", exc_info=True)

@@ -176,19 +176,23 @@ def parse_input(value: bytes | None, known: dict[str, type[_Model]]) -> InputEve
     if envelope.schema_version != SCHEMA_VERSION:
         return Rejection(
             reason=f"schema_version: unsupported version {envelope.schema_version} (supported: {SCHEMA_VERSION})",
-            event_id=event_id, event_type=event_type,
+            event_id=event_id,
+            event_type=event_type,
         )
     model = known.get(envelope.event_type)
     if model is None:
         return Rejection(
             reason=f"event_type: unknown event type {envelope.event_type!r} on this topic "
             f"(expected one of {', '.join(sorted(known))})",
-            event_id=event_id, event_type=event_type,
+            event_id=event_id,
+            event_type=event_type,
         )
     try:
         payload = model.model_validate(envelope.payload)
     except ValidationError as exc:
-        return Rejection(reason=f"invalid payload: {describe(exc, 'payload')}", event_id=event_id, event_type=event_type)
+        return Rejection(
+            reason=f"invalid payload: {describe(exc, 'payload')}", event_id=event_id, event_type=event_type
+        )
     return InputEvent(envelope=envelope, payload=payload)
 
 
@@ -222,4 +226,3 @@ def envelope(
     if causation_id is not None:
         document["causation_id"] = causation_id
     return document
-

@@ -78,13 +78,19 @@ class SenderAgent:
         kind = command["kind"]
         if kind == "send_email":
             email_id = await self.database.run(
-                emails.store_send_command, command, self.renderer.render, self.identity,
-                self.channels, self.clock(),
+                emails.store_send_command,
+                command,
+                self.renderer.render,
+                self.identity,
+                self.channels,
+                self.clock(),
             )
             if email_id is not None:
                 log.info(
                     "email %s (%s, %d request(s)) stored for therapist %s",
-                    email_id, command["email_kind"], len(command["requests"]),
+                    email_id,
+                    command["email_kind"],
+                    len(command["requests"]),
                     command["therapist"]["therapist_id"],
                 )
         elif kind == "settle_request":

@@ -47,15 +47,11 @@ class SettingsError(ValueError):
 
 
 class Settings(BaseModel):
-    model_config = ConfigDict(
-        frozen=True, populate_by_name=True, extra="ignore", arbitrary_types_allowed=True
-    )
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore", arbitrary_types_allowed=True)
 
     kafka_broker: str = Field("kafka://localhost:9092", alias="COMM_KAFKA_BROKER")
     app_id: str = Field("communication-service", alias="COMM_APP_ID", min_length=1)
-    database_url: SecretStr = Field(
-        SecretStr("sqlite:///commsvc.db"), alias="COMM_DATABASE_URL"
-    )
+    database_url: SecretStr = Field(SecretStr("sqlite:///commsvc.db"), alias="COMM_DATABASE_URL")
     smtp_host: str = Field("localhost", alias="COMM_SMTP_HOST")
     smtp_port: int = Field(1025, alias="COMM_SMTP_PORT", ge=1, le=65535)
     smtp_username: SecretStr | None = Field(None, alias="COMM_SMTP_USERNAME")
@@ -127,7 +123,9 @@ class Settings(BaseModel):
         try:
             make_url(value.get_secret_value())
         except Exception as exc:
-            raise ValueError("not a database URL (e.g. postgresql+psycopg://user@host/db or sqlite:///file.db)") from exc
+            raise ValueError(
+                "not a database URL (e.g. postgresql+psycopg://user@host/db or sqlite:///file.db)"
+            ) from exc
         return value
 
     @model_validator(mode="after")

@@ -22,6 +22,7 @@ class Received:
     mail_from: str
     rcpt_tos: tuple[str, ...]
     raw: bytes
+    received_at: float  # time.time() when the server accepted it
 
     @property
     def message(self) -> EmailMessage:
@@ -39,7 +40,12 @@ class CaptureHandler:
         self.responder: Callable[[Received], str | None] | None = None
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        received = Received(envelope.mail_from, tuple(envelope.rcpt_tos), bytes(envelope.original_content or envelope.content))
+        received = Received(
+            envelope.mail_from,
+            tuple(envelope.rcpt_tos),
+            bytes(envelope.original_content or envelope.content),
+            time.time(),
+        )
         reply = self.responder(received) if self.responder else None
         if reply is not None:
             return reply
@@ -65,12 +71,20 @@ class CaptureHandler:
 
 
 class SmtpCapture:
-    def __init__(self, output_dir: Path | None = None, port: int | None = None, **controller: Any) -> None:
-        self.handler = CaptureHandler(output_dir)
+    def __init__(
+        self,
+        output_dir: Path | None = None,
+        port: int | None = None,
+        handler: CaptureHandler | None = None,
+        **controller: Any,
+    ) -> None:
+        self.handler = handler or CaptureHandler(output_dir)
         self.port = port or free_port()
-        self.controller = Controller(
-            self.handler, hostname="127.0.0.1", port=self.port, **controller
-        )
+        self.controller_options = controller
+        self.controller = self._new_controller()
+
+    def _new_controller(self) -> Controller:
+        return Controller(self.handler, hostname="127.0.0.1", port=self.port, **self.controller_options)
 
     def start(self) -> SmtpCapture:
         self.controller.start()
@@ -78,6 +92,12 @@ class SmtpCapture:
 
     def stop(self) -> None:
         self.controller.stop()
+
+    def restart(self) -> None:
+        """Stop and listen again on the same port (open connections are cut)."""
+        self.controller.stop()
+        self.controller = self._new_controller()
+        self.controller.start()
 
     @property
     def messages(self) -> list[Received]:

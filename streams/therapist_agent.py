@@ -39,7 +39,8 @@ def bookmark_key(partition: int) -> str:
 
 def partition_of(therapist_id: int, partitions: int) -> int:
     """Kafka's default partitioner for a keyed message, the key being the id as text."""
-    return (murmur2(str(therapist_id).encode()) & 0x7FFFFFFF) % partitions
+    digest: int = murmur2(str(therapist_id).encode())
+    return (digest & 0x7FFFFFFF) % partitions
 
 
 class TherapistAgent:
@@ -117,14 +118,15 @@ class TherapistAgent:
             return
         interval = self.settings.contact_interval
         planned: list[tuple[TherapistState, SendEmail]] = []
-        for therapist_id, state in self._states_of(partition):
+        for state in self._states_of(partition):
             if not state.pending:
                 continue
             updated = state.copy()
             decision = updated.plan_contact_email(run_at, interval)
             if decision is not None:
                 planned.append((updated, decision))
-        planned.sort(key=lambda item: (item[1].requests[0].registered_at, item[0].therapist_id))
+        # Whoever has waited longest goes first (their oldest request leads the batch).
+        planned.sort(key=lambda item: (batching.oldest_registration(item[1].requests), item[0].therapist_id))
         pending = [
             await self._send_command(updated.therapist_id, send_email_command(decision, None, True))
             for updated, decision in planned
@@ -137,14 +139,18 @@ class TherapistAgent:
         if planned:
             log.info(
                 "batch run %s on partition %d: %d contact email(s) decided",
-                run_at.isoformat(), partition, len(planned),
+                run_at.isoformat(),
+                partition,
+                len(planned),
             )
 
-    def _states_of(self, partition: int) -> Iterable[tuple[int, TherapistState]]:
+    def _states_of(self, partition: int) -> Iterable[TherapistState]:
+        """The therapists whose inbox messages arrive on ``partition`` (the table may
+        also hold standby copies of other partitions' therapists)."""
         partitions = self.settings.partitions
         for key, value in list(self.table.items()):
             if isinstance(value, TherapistState) and partition_of(key, partitions) == partition:
-                yield key, value
+                yield value
 
     async def _publish(self, therapist_id: int, decisions: list[Decision], causation: str | None) -> None:
         pending = []
@@ -155,12 +161,19 @@ class TherapistAgent:
             elif isinstance(decision, DropRequest):
                 pending.append(await self._dropped(therapist_id, decision, causation))
             elif isinstance(decision, SettleEmailedRequest):
-                pending.append(await self._send_command(therapist_id, dumps({
-                    "kind": "settle_request",
-                    "therapist_id": therapist_id,
-                    "placement_request_id": decision.placement_request_id,
-                    "status": decision.status,
-                })))
+                pending.append(
+                    await self._send_command(
+                        therapist_id,
+                        dumps(
+                            {
+                                "kind": "settle_request",
+                                "therapist_id": therapist_id,
+                                "placement_request_id": decision.placement_request_id,
+                                "status": decision.status,
+                            }
+                        ),
+                    )
+                )
         for future in pending:
             await future
 

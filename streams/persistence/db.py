@@ -37,9 +37,7 @@ def normalise_url(url: str) -> URL:
 def create_db_engine(url: str) -> Engine:
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(
-            parsed, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=True
-        )
+        engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=True)
         _serialise_sqlite_writers(engine)
         return engine
     return create_engine(

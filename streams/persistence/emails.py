@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -32,7 +32,14 @@ log = logging.getLogger(__name__)
 # Lower goes first when many emails are due at once.
 PRIORITY = {CONFIRMATION: 0, MANUAL: 1, FOLLOW_UP: 2, CONTACT_REQUEST: 3}
 PATIENT_FIELDS = (
-    "first_name", "last_name", "gender", "age", "insurance", "diagnosis", "availability", "notes",
+    "first_name",
+    "last_name",
+    "gender",
+    "age",
+    "insurance",
+    "diagnosis",
+    "availability",
+    "notes",
 )
 
 
@@ -68,7 +75,8 @@ class ClaimedEmail:
     outgoing: OutgoingEmail
 
 
-Render = Callable[[str, Mapping[str, Any]], RenderedEmail]
+class Render(Protocol):
+    def __call__(self, template: str, context: Mapping[str, Any], therapist_id: int | None = None) -> RenderedEmail: ...
 
 
 def recipient_name(therapist: Mapping[str, Any]) -> str:
@@ -89,8 +97,7 @@ def email_context(
 ) -> dict[str, Any]:
     return {
         "therapist": {
-            name: therapist.get(name)
-            for name in ("title", "salutation", "first_name", "last_name", "email", "phone")
+            name: therapist.get(name) for name in ("title", "salutation", "first_name", "last_name", "email", "phone")
         },
         "patients": [patient_context(r) for r in requests],
         "sender": {"name": identity.sender_name, "email": identity.sender_email},
@@ -101,9 +108,7 @@ def _feedback(session: Session, channels: Channels, therapist_id: int, body: dic
     add_message(session, channels.inbox, str(therapist_id), dumps({**body, "therapist_id": therapist_id}), now)
 
 
-def _abandon(
-    session: Session, channels: Channels, therapist_id: int, email_key: str, now: datetime
-) -> None:
+def _abandon(session: Session, channels: Channels, therapist_id: int, email_key: str, now: datetime) -> None:
     """Tell the therapist agent that a decided email will not go out, so it stops
     holding the therapist's window for it."""
     _feedback(session, channels, therapist_id, {"kind": "email_failed", "email_key": email_key}, now)
@@ -146,9 +151,7 @@ def store_send_command(
         placement_request_ids=[int(r["placement_request_id"]) for r in requests],
         message_id=message_id_for(key, identity.sender_email),
         priority=PRIORITY.get(kind, PRIORITY[CONTACT_REQUEST]),
-        oldest_registered_at=min(
-            (datetime.fromisoformat(r["registered_at"]) for r in requests), default=None
-        ),
+        oldest_registered_at=min((datetime.fromisoformat(r["registered_at"]) for r in requests), default=None),
         counts_toward_limit=bool(command.get("limited", kind != CONFIRMATION)),
         retry_count=0,
         created_at=now,
@@ -165,7 +168,7 @@ def store_send_command(
         ],
     )
     try:
-        rendered = render(command["template"], email_context(therapist, requests, identity))
+        rendered = render(command["template"], email_context(therapist, requests, identity), therapist_id)
     except RenderError as exc:
         email.subject, email.body_html, email.body_text = f"({command['template']})", "", ""
         email.status = EmailStatus.FAILED
@@ -179,17 +182,50 @@ def store_send_command(
     session.flush()
 
     causation = command.get("causation_id")
-    add_event(session, channels.events, "communication.email_created", therapist_id, {
-        "email_id": email.id,
-        "kind": kind,
-        "template": email.template,
-        "subject": email.subject,
-        "placement_request_ids": email.placement_request_ids,
-        "status": email.status.value,
-    }, now, causation_id=causation)
+    add_event(
+        session,
+        channels.events,
+        "communication.email_created",
+        therapist_id,
+        {
+            "email_id": email.id,
+            "kind": kind,
+            "template": email.template,
+            "subject": email.subject,
+            "placement_request_ids": email.placement_request_ids,
+            "status": email.status.value,
+        },
+        now,
+        causation_id=causation,
+    )
     if email.status is EmailStatus.QUEUED:
-        add_event(session, channels.events, "communication.email_queued", therapist_id,
-                  {"email_id": email.id}, now, causation_id=causation)
+        add_event(
+            session,
+            channels.events,
+            "communication.email_queued",
+            therapist_id,
+            {"email_id": email.id},
+            now,
+            causation_id=causation,
+        )
+        if rendered.fallback_reason is not None:
+            # A broken per-therapist template must not block the email: it went
+            # out with the standard wording, and a person is told to fix it.
+            add_event(
+                session,
+                channels.events,
+                "communication.alert",
+                therapist_id,
+                {
+                    "severity": "warning",
+                    "code": "template_override_broken",
+                    "email_id": email.id,
+                    "message": f"email {email.id}: the therapist's own template could not be used, "
+                    f"the standard template was: {rendered.fallback_reason}",
+                },
+                now,
+                causation_id=causation,
+            )
     else:
         _report_final_failure(session, email, channels, now)
     return email.id
@@ -271,7 +307,9 @@ def claim_due(
                 email.claimed_by = email.claim_expires_at = None
                 log.warning(
                     "email %s to therapist %s held back until %s by the contact limit",
-                    email.id, email.therapist_id, email.next_attempt_at.isoformat(),
+                    email.id,
+                    email.therapist_id,
+                    email.next_attempt_at.isoformat(),
                 )
                 continue
             limited_in_this_claim.add(email.therapist_id)
@@ -326,18 +364,31 @@ def record_sent(session: Session, email_id: int, sent_at: datetime, channels: Ch
     email.sent_at = sent_at
     email.error_message = None
     email.next_attempt_at = email.claimed_by = email.claim_expires_at = None
-    add_event(session, channels.events, "communication.email_sent", email.therapist_id, {
-        "email_id": email.id,
-        "message_id": email.message_id,
-        "sent_at": sent_at.isoformat(),
-        "placement_request_ids": email.placement_request_ids,
-    }, sent_at)
-    _feedback(session, channels, email.therapist_id, {
-        "kind": "email_sent",
-        "email_key": email.email_key,
-        "limited": email.counts_toward_limit,
-        "sent_at": sent_at.isoformat(),
-    }, sent_at)
+    add_event(
+        session,
+        channels.events,
+        "communication.email_sent",
+        email.therapist_id,
+        {
+            "email_id": email.id,
+            "message_id": email.message_id,
+            "sent_at": sent_at.isoformat(),
+            "placement_request_ids": email.placement_request_ids,
+        },
+        sent_at,
+    )
+    _feedback(
+        session,
+        channels,
+        email.therapist_id,
+        {
+            "kind": "email_sent",
+            "email_key": email.email_key,
+            "limited": email.counts_toward_limit,
+            "sent_at": sent_at.isoformat(),
+        },
+        sent_at,
+    )
 
 
 def record_failure(
@@ -358,21 +409,26 @@ def record_failure(
     email.claimed_by = email.claim_expires_at = None
     retry = should_retry(error.temporary, email.retry_count, policy.max_attempts)
     if retry:
-        delay = backoff_delay(
-            email.retry_count, policy.base, policy.cap, random.random() if jitter is None else jitter
-        )
+        delay = backoff_delay(email.retry_count, policy.base, policy.cap, random.random() if jitter is None else jitter)
         email.status = EmailStatus.QUEUED
         email.next_attempt_at = now + delay
     else:
         email.status = EmailStatus.FAILED
         email.next_attempt_at = None
-    add_event(session, channels.events, "communication.email_failed", email.therapist_id, {
-        "email_id": email.id,
-        "error": email.error_message,
-        "retry_count": email.retry_count,
-        "will_retry": retry,
-        "next_attempt_at": email.next_attempt_at.isoformat() if email.next_attempt_at else None,
-    }, now)
+    add_event(
+        session,
+        channels.events,
+        "communication.email_failed",
+        email.therapist_id,
+        {
+            "email_id": email.id,
+            "error": email.error_message,
+            "retry_count": email.retry_count,
+            "will_retry": retry,
+            "next_attempt_at": email.next_attempt_at.isoformat() if email.next_attempt_at else None,
+        },
+        now,
+    )
     if not retry:
         _report_final_failure(session, email, channels, now, already_reported=True)
     return retry
@@ -382,20 +438,34 @@ def _report_final_failure(
     session: Session, email: Email, channels: Channels, now: datetime, *, already_reported: bool = False
 ) -> None:
     if not already_reported:
-        add_event(session, channels.events, "communication.email_failed", email.therapist_id, {
+        add_event(
+            session,
+            channels.events,
+            "communication.email_failed",
+            email.therapist_id,
+            {
+                "email_id": email.id,
+                "error": email.error_message,
+                "retry_count": email.retry_count,
+                "will_retry": False,
+                "next_attempt_at": None,
+            },
+            now,
+        )
+    add_event(
+        session,
+        channels.events,
+        "communication.alert",
+        email.therapist_id,
+        {
+            "severity": "error",
+            "code": "email_failed",
             "email_id": email.id,
-            "error": email.error_message,
-            "retry_count": email.retry_count,
-            "will_retry": False,
-            "next_attempt_at": None,
-        }, now)
-    add_event(session, channels.events, "communication.alert", email.therapist_id, {
-        "severity": "error",
-        "code": "email_failed",
-        "email_id": email.id,
-        "message": f"email {email.id} ({email.kind}) to therapist {email.therapist_id} failed "
-        f"for good after {email.retry_count} attempt(s): {email.error_message}",
-    }, now)
+            "message": f"email {email.id} ({email.kind}) to therapist {email.therapist_id} failed "
+            f"for good after {email.retry_count} attempt(s): {email.error_message}",
+        },
+        now,
+    )
     _abandon(session, channels, email.therapist_id, email.email_key, now)
 
 

@@ -98,9 +98,15 @@ class Email(Base):
     sender_name: Mapped[str] = mapped_column(String(255))
     placement_request_ids: Mapped[list[int]] = mapped_column(JSONType, default=list)
     status: Mapped[EmailStatus] = mapped_column(
-        Enum(EmailStatus, name="emailstatus", native_enum=False, length=32,
-             values_callable=lambda e: [m.value for m in e], validate_strings=True,
-             create_constraint=True),
+        Enum(
+            EmailStatus,
+            name="emailstatus",
+            native_enum=False,
+            length=32,
+            values_callable=lambda e: [m.value for m in e],
+            validate_strings=True,
+            create_constraint=True,
+        ),
         default=EmailStatus.DRAFT,
     )
     queued_at: Mapped[datetime | None]

@@ -60,10 +60,7 @@ def add_event(
 
 def unpublished(session: Session, limit: int) -> list[PendingMessage]:
     rows = session.scalars(
-        select(OutboxMessage)
-        .where(OutboxMessage.published_at.is_(None))
-        .order_by(OutboxMessage.id)
-        .limit(limit)
+        select(OutboxMessage).where(OutboxMessage.published_at.is_(None)).order_by(OutboxMessage.id).limit(limit)
     )
     return [PendingMessage(r.id, r.topic, r.key, r.value) for r in rows]
 
@@ -77,9 +74,7 @@ def mark_published(session: Session, ids: Sequence[int], now: datetime) -> None:
 
 
 def purge_published(session: Session, before: datetime) -> int:
-    result = session.execute(
-        delete(OutboxMessage).where(OutboxMessage.published_at < before)
-    )
+    result = session.execute(delete(OutboxMessage).where(OutboxMessage.published_at < before))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 

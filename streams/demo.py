@@ -1,0 +1,407 @@
+"""``commsvc demo``: the whole pipeline on one machine, on a realistic scenario.
+
+Starts an embedded Kafka-compatible broker (Tansu), a local SMTP capture that writes
+every email as an ``.eml`` file, and a real worker on a SQLite file; then plays a
+scenario with intervals short enough that batching and the weekly contact limit
+are visible within a minute, and checks and summarises what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from streams.local_broker import LocalBroker
+from streams.smtp_capture import SmtpCapture
+
+BATCH_EVERY = 5  # seconds between batch runs
+INTERVAL = 20  # seconds: the "weekly" contact limit, shortened
+APP_ID = "commsvc-demo"
+
+THERAPISTS = [
+    (1, "Frau", "Dr.", "Eva", "Müller"),
+    (2, "Herr", None, "Jonas", "Becker"),
+    (3, "Frau", "Dipl.-Psych.", "Miriam", "Schulz"),
+    (4, "Herr", "Dr.", "Tobias", "Wagner"),
+    (5, "Frau", None, "Lena", "Hoffmann"),
+    (6, None, None, "Alex", "Kaya"),  # no salutation: a neutral greeting
+    (7, "Frau", "Dr.", "Sabine", "Krüger"),
+    (8, "Herr", None, "Markus", "Schmitt"),
+    (9, "Frau", None, "Aylin", "Demir"),
+    (10, "Herr", "Prof. Dr.", "Stefan", "Richter"),
+    (11, "Frau", None, "Katharina", "Wolf"),
+    (12, "Herr", None, "Paul", "Neumann"),
+    (13, "Frau", "Dr.", "Johanna", "Braun"),  # arrives late: her requests wait for her
+]
+FIRST_NAMES = [
+    "Anna",
+    "Ben",
+    "Clara",
+    "David",
+    "Elif",
+    "Felix",
+    "Greta",
+    "Hannah",
+    "Ilias",
+    "Jana",
+    "Karl",
+    "Lea",
+    "Mehmet",
+    "Nora",
+    "Oskar",
+    "Paula",
+    "Quentin",
+    "Rosa",
+    "Sven",
+    "Tara",
+    "Uwe",
+    "Vera",
+    "Willi",
+    "Yasmin",
+    "Zoe",
+    "Moritz",
+    "Sophie",
+    "Emil",
+    "Mia",
+    "Noah",
+    "Ida",
+    "Luis",
+    "Frieda",
+    "Jakob",
+    "Marie",
+    "Theo",
+]
+INSURANCES = ["AOK", "Techniker Krankenkasse", "Barmer", "DAK-Gesundheit", "privat", "IKK classic"]
+DIAGNOSES = [
+    "F32.1 mittelgradige depressive Episode",
+    "F41.1 generalisierte Angststörung",
+    "F43.1 posttraumatische Belastungsstörung",
+    "F40.1 soziale Phobie",
+    "F33.1 rezidivierende depressive Störung",
+    "F50.2 Bulimia nervosa",
+]
+AVAILABILITY = ["vormittags", "nachmittags ab 15 Uhr", "flexibel", "montags und mittwochs", "abends"]
+
+
+def _envelope(event_type: str, payload: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "event_id": str(uuid.uuid4()),
+        "event_type": event_type,
+        "schema_version": 1,
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "producer": "demo",
+        "payload": payload,
+    }
+
+
+def therapist_event(entry: tuple[int, str | None, str | None, str, str]) -> dict[str, Any]:
+    therapist_id, salutation, title, first, last = entry
+    payload: dict[str, Any] = {
+        "therapist_id": therapist_id,
+        "first_name": first,
+        "last_name": last,
+        "email": f"{first.lower()}.{last.lower().replace('ü', 'ue')}@praxis-{therapist_id}.example",
+        "phone": f"+49 30 5550{therapist_id:03d}",
+    }
+    if salutation:
+        payload["salutation"] = salutation
+    if title:
+        payload["title"] = title
+    return _envelope("therapist.created", payload)
+
+
+def match_event(request_id: int, therapist_id: int, waiting_days: int) -> dict[str, Any]:
+    n = request_id % len(FIRST_NAMES)
+    registered = datetime.now(UTC) - timedelta(days=waiting_days)
+    return _envelope(
+        "match.created",
+        {
+            "placement_request_id": request_id,
+            "therapist_id": therapist_id,
+            "patient_id": 5000 + request_id,
+            "patient": {
+                "registered_at": registered.isoformat(),
+                "first_name": FIRST_NAMES[n],
+                "last_name": f"{chr(65 + request_id % 26)}.",
+                "age": 19 + (request_id * 7) % 50,
+                "gender": ["weiblich", "männlich", "divers"][request_id % 3],
+                "insurance": INSURANCES[request_id % len(INSURANCES)],
+                "diagnosis": DIAGNOSES[request_id % len(DIAGNOSES)],
+                "availability": AVAILABILITY[request_id % len(AVAILABILITY)],
+            },
+        },
+    )
+
+
+def status_event(request_id: int, therapist_id: int, status: str) -> dict[str, Any]:
+    return _envelope(
+        "match.status_changed",
+        {
+            "placement_request_id": request_id,
+            "therapist_id": therapist_id,
+            "patient_id": 5000 + request_id,
+            "new_status": status,
+        },
+    )
+
+
+@dataclass
+class Observed:
+    started: float = field(default_factory=time.monotonic)
+    sent: dict[int, list[tuple[float, int, str]]] = field(default_factory=lambda: defaultdict(list))
+    templates: dict[int, str] = field(default_factory=dict)
+    kinds: dict[int, str] = field(default_factory=dict)
+    dropped: list[tuple[int, int, str]] = field(default_factory=list)
+    dead: list[str] = field(default_factory=list)
+
+    def now(self) -> float:
+        return time.monotonic() - self.started
+
+
+def say(observed: Observed, text: str) -> None:
+    print(f"[{observed.now():5.1f}s] {text}", flush=True)
+
+
+class Demo:
+    def __init__(self, output: Path) -> None:
+        self.output = output
+        self.observed = Observed()
+        self.names = {t[0]: " ".join(p for p in (t[2], t[3], t[4]) if p) for t in THERAPISTS}
+
+    async def run(self) -> int:
+        self._prepare_output()
+        say(self.observed, f"output directory: {self.output}")
+        broker = LocalBroker(log_path=self.output / "broker.log").start()
+        say(self.observed, f"embedded broker (Tansu) listening on {broker.bootstrap}")
+        smtp = SmtpCapture(self.output / "emails").start()
+        say(self.observed, f"SMTP capture listening on 127.0.0.1:{smtp.port}, writing .eml files")
+        worker = self._start_worker(broker, smtp)
+        try:
+            await self._wait_ready(worker)
+            return await self._play(broker)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+            smtp.stop()
+            broker.stop()
+
+    def _prepare_output(self) -> None:
+        self.output.mkdir(parents=True, exist_ok=True)
+        for stale in ("emails",):
+            shutil.rmtree(self.output / stale, ignore_errors=True)
+        for stale in ("demo.db", "demo.db-wal", "demo.db-shm", "worker.log", "broker.log"):
+            (self.output / stale).unlink(missing_ok=True)
+
+    def _start_worker(self, broker: LocalBroker, smtp: SmtpCapture) -> subprocess.Popen[bytes]:
+        environ = {
+            **os.environ,
+            "COMM_KAFKA_BROKER": broker.url,
+            "COMM_APP_ID": APP_ID,
+            "COMM_DATABASE_URL": f"sqlite:///{self.output / 'demo.db'}",
+            "COMM_SMTP_HOST": "127.0.0.1",
+            "COMM_SMTP_PORT": str(smtp.port),
+            "COMM_BATCH_SCHEDULE": f"{BATCH_EVERY}s",
+            "COMM_CONTACT_INTERVAL": f"{INTERVAL}s",
+            "COMM_FOLLOW_UP_AFTER": "1h",
+            "COMM_TICK_INTERVAL": "250ms",
+            "COMM_POLL_INTERVAL": "250ms",
+            "COMM_PARTITIONS": "4",
+            "COMM_PRODUCER_MAX_BATCH_SIZE": "1",
+            "COMM_CONSUMER_FETCH_MAX_WAIT": "50ms",
+            "COMM_BROKER_SESSION_TIMEOUT": "2s",
+            "COMM_BROKER_HEARTBEAT_INTERVAL": "400ms",
+            "COMM_TABLE_STANDBY_REPLICAS": "0",
+            "COMM_LOG_LEVEL": "INFO",
+        }
+        log = open(self.output / "worker.log", "ab")  # noqa: SIM115
+        try:
+            return subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker"], env=environ, stdout=log, stderr=subprocess.STDOUT
+            )
+        finally:
+            log.close()
+
+    async def _wait_ready(self, worker: subprocess.Popen[bytes]) -> None:
+        log = self.output / "worker.log"
+        deadline = time.monotonic() + 60
+        while b"commsvc worker ready" not in log.read_bytes():
+            if worker.poll() is not None or time.monotonic() > deadline:
+                tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+                raise RuntimeError(f"the worker did not start; last log lines:\n{tail}")
+            await asyncio.sleep(0.1)  # polling the worker's log for its ready line
+        say(self.observed, "worker ready (SQLite database demo.db, schema migrated)")
+
+    async def _play(self, broker: LocalBroker) -> int:
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+        consumer = AIOKafkaConsumer(
+            "communication-events",
+            "communication-dlq",
+            bootstrap_servers=broker.bootstrap,
+            auto_offset_reset="earliest",
+            group_id=None,
+            fetch_max_wait_ms=50,
+        )
+        await producer.start()
+        await consumer.start()
+        watcher = asyncio.create_task(self._watch(consumer))
+        try:
+            await self._scenario(producer)
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            await consumer.stop()
+            await producer.stop()
+        return self._summary()
+
+    async def _send(
+        self, producer: AIOKafkaProducer, topic: str, key: object, document: dict[str, Any] | bytes
+    ) -> None:
+        value = document if isinstance(document, bytes) else json.dumps(document).encode()
+        await producer.send_and_wait(topic, value, key=str(key).encode())
+
+    async def _scenario(self, producer: AIOKafkaProducer) -> None:
+        say(self.observed, "phase 1: 12 therapists register; 26 patients are proposed to them")
+        for entry in THERAPISTS[:12]:
+            await self._send(producer, "therapist-events", entry[0], therapist_event(entry))
+        request_id = 100
+        plan = {1: 4, 2: 1, 3: 3, 4: 2, 5: 1, 6: 2, 7: 5, 8: 1, 9: 2, 10: 1, 11: 2, 12: 2}
+        first_batch: dict[int, list[int]] = {}
+        for therapist_id, count in plan.items():
+            for _ in range(count):
+                request_id += 1
+                first_batch.setdefault(therapist_id, []).append(request_id)
+                await self._send(
+                    producer,
+                    "matching-events",
+                    request_id,
+                    match_event(request_id, therapist_id, waiting_days=30 + (request_id * 13) % 90),
+                )
+        say(self.observed, "           two requests for Dr. Johanna Braun, who has not registered yet")
+        for n in range(2):
+            request_id += 1
+            await self._send(producer, "matching-events", request_id, match_event(request_id, 13, 60 + n))
+        cancelled = first_batch[7][1]
+        say(self.observed, f"           request {cancelled} is withdrawn before any email goes out")
+        await self._send(producer, "matching-events", cancelled, status_event(cancelled, 7, "withdrawn"))
+        duplicate = match_event(first_batch[3][0], 3, 45)
+        say(self.observed, "           one event is delivered twice; two messages are malformed")
+        await self._send(producer, "matching-events", first_batch[3][0], duplicate)
+        await self._send(producer, "matching-events", first_batch[3][0], duplicate)
+        await self._send(producer, "matching-events", "broken", b"{ this is not JSON")
+        broken_therapist = therapist_event(THERAPISTS[5])
+        broken_therapist["payload"]["email"] = "alex.kaya-at-praxis"
+        await self._send(producer, "therapist-events", 6, broken_therapist)
+
+        await self._until(lambda: len(self.observed.sent) >= 12, "the first batch run's 12 emails", 30)
+        say(self.observed, "phase 2: Dr. Braun registers; 8 more patients for therapists emailed already;")
+        say(self.observed, "         a therapist accepts a patient (confirmation goes out at once)")
+        await self._send(producer, "therapist-events", 13, therapist_event(THERAPISTS[12]))
+        for therapist_id in (1, 1, 2, 3, 3, 4, 5, 9):
+            request_id += 1
+            await self._send(producer, "matching-events", request_id, match_event(request_id, therapist_id, 10))
+        accepted = first_batch[10][0]
+        await self._send(producer, "matching-events", accepted, status_event(accepted, 10, "accepted"))
+        say(self.observed, f"         therapists 1-5 and 9 must wait {INTERVAL}s after their first email")
+        await self._until(
+            lambda: (
+                all(
+                    len([s for s in self.observed.sent[t] if self.observed.kinds.get(s[1]) == "contact_request"]) >= 2
+                    for t in (1, 2, 3, 4, 5, 9)
+                )
+                and 13 in self.observed.sent
+                and any(self.observed.kinds.get(s[1]) == "confirmation" for s in self.observed.sent[10])
+            ),
+            "the second round of emails",
+            INTERVAL + 30,
+        )
+        await self._until(
+            lambda: len(self.observed.dead) >= 2 and len(self.observed.dropped) >= 1, "the dead letters", 10
+        )
+
+    async def _until(self, condition: Any, what: str, within: float) -> None:
+        deadline = time.monotonic() + within
+        while not condition():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"timed out waiting for {what}")
+            await asyncio.sleep(0.1)  # the watcher task records events as they arrive
+
+    async def _watch(self, consumer: AIOKafkaConsumer) -> None:
+        async for record in consumer:
+            document = json.loads(record.value)
+            if record.topic == "communication-dlq":
+                self.observed.dead.append(document["reason"])
+                say(self.observed, f"dead letter from {document['source_topic']}: {document['reason']}")
+                continue
+            payload = document["payload"]
+            kind = document["event_type"].removeprefix("communication.")
+            therapist_id = payload.get("therapist_id")
+            if kind == "email_created":
+                self.observed.templates[payload["email_id"]] = payload["template"]
+                self.observed.kinds[payload["email_id"]] = payload["kind"]
+            elif kind == "email_sent":
+                count = len(payload["placement_request_ids"])
+                self.observed.sent[therapist_id].append((self.observed.now(), payload["email_id"], payload["sent_at"]))
+                template = self.observed.templates.get(payload["email_id"], "?")
+                say(self.observed, f"email sent to {self.names[therapist_id]:<26} {template:<16} {count} request(s)")
+            elif kind == "placement_dropped":
+                self.observed.dropped.append((therapist_id, payload["placement_request_id"], payload["reason"]))
+                say(self.observed, f"request {payload['placement_request_id']} dropped ({payload['reason']})")
+
+    def _summary(self) -> int:
+        observed = self.observed
+        print("\nSummary")
+        print("-------")
+        print(f"{'therapist':<28} {'emails':>6}  templates (seconds after start)")
+        problems = []
+        for therapist_id, name in sorted(self.names.items()):
+            sent = observed.sent.get(therapist_id, [])
+            shown = ", ".join(f"{observed.templates.get(e, '?')} ({t:.1f})" for t, e, _ in sent)
+            print(f"{name:<28} {len(sent):>6}  {shown}")
+            limited = [datetime.fromisoformat(s) for _, e, s in sent if observed.kinds.get(e) != "confirmation"]
+            for earlier, later in itertools.pairwise(limited):
+                if (later - earlier).total_seconds() < INTERVAL:
+                    problems.append(f"{name}: two contact emails {later - earlier} apart")
+        total = sum(len(v) for v in observed.sent.values())
+        emails = sorted((self.output / "emails").glob("*.eml"))
+        print(f"\n{total} emails sent ({len(emails)} .eml files in {self.output / 'emails'})")
+        print(f"{len(observed.dropped)} request(s) dropped, {len(observed.dead)} message(s) dead-lettered")
+        print(
+            f"weekly rule (here {INTERVAL}s): every pair of contact emails to one therapist is at least "
+            f"{INTERVAL}s apart"
+            if not problems
+            else "weekly rule VIOLATED"
+        )
+        print(f"database: {self.output / 'demo.db'}   worker log: {self.output / 'worker.log'}")
+        if len(emails) != total:
+            problems.append(f"{total} emails reported sent but {len(emails)} captured")
+        for problem in problems:
+            print(f"PROBLEM: {problem}", file=sys.stderr)
+        return 1 if problems else 0
+
+
+def run_demo(output: str) -> int:
+    try:
+        return asyncio.run(Demo(Path(output).resolve()).run())
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

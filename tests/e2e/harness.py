@@ -1,0 +1,298 @@
+"""End-to-end harness: the real worker process on a Tansu broker, PostgreSQL and an
+aiosmtpd server, driven through Kafka topics the way other services drive it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from sqlalchemy import create_engine, text
+
+from streams.local_broker import LocalBroker
+from streams.smtp_capture import Received, SmtpCapture
+
+READY_LINE = b"commsvc worker ready"
+
+# Short intervals so that the weekly rule and batching play out in seconds.
+FAST = {
+    "COMM_BATCH_SCHEDULE": "2s",
+    "COMM_CONTACT_INTERVAL": "8s",
+    "COMM_FOLLOW_UP_AFTER": "1h",
+    "COMM_TICK_INTERVAL": "200ms",
+    "COMM_POLL_INTERVAL": "200ms",
+    "COMM_PARTITIONS": "4",
+    # Tansu: one record per batch for changelog recovery, short fetch waits,
+    # and a short session so that a worker joins its group in ~1 s.
+    "COMM_PRODUCER_MAX_BATCH_SIZE": "1",
+    "COMM_CONSUMER_FETCH_MAX_WAIT": "50ms",
+    "COMM_BROKER_SESSION_TIMEOUT": "2s",
+    "COMM_BROKER_HEARTBEAT_INTERVAL": "400ms",
+    "COMM_LOG_LEVEL": "INFO",
+}
+
+
+@dataclass
+class Topics:
+    matching: str
+    therapists: str
+    commands: str
+    events: str
+    dlq: str
+
+    @classmethod
+    def unique(cls, prefix: str) -> Topics:
+        return cls(*(f"{prefix}-{name}" for name in ("matching", "therapists", "commands", "events", "dlq")))
+
+    def environ(self) -> dict[str, str]:
+        return {
+            "COMM_TOPIC_MATCHING": self.matching,
+            "COMM_TOPIC_THERAPISTS": self.therapists,
+            "COMM_TOPIC_COMMANDS": self.commands,
+            "COMM_TOPIC_EVENTS": self.events,
+            "COMM_TOPIC_DLQ": self.dlq,
+        }
+
+
+class WorkerProcess:
+    """One ``commsvc worker`` subprocess; its log goes to a file the test can read."""
+
+    def __init__(self, environ: dict[str, str], log_path: Path) -> None:
+        self.environ = environ
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+        self.ready_after: float | None = None
+
+    def start(self) -> WorkerProcess:
+        self._offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
+        self.started_at = time.monotonic()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker"],
+            env={**os.environ, **self.environ},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        return self
+
+    def new_log(self) -> bytes:
+        return self.log_path.read_bytes()[self._offset :]
+
+    async def wait_ready(self, timeout: float = 40.0) -> float:
+        deadline = time.monotonic() + timeout
+        while READY_LINE not in self.new_log():
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited ({self.process.returncode}):\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"worker not ready within {timeout}s:\n{self.tail()}")
+            await asyncio.sleep(0.05)  # polling the log file for the ready line
+        self.ready_after = time.monotonic() - self.started_at
+        return self.ready_after
+
+    def tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def terminate(self, timeout: float = 10.0) -> float:
+        """SIGTERM and wait; returns how long the worker took to stop."""
+        return self._signal(signal.SIGTERM, timeout)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL, 10.0)
+
+    def _signal(self, signum: int, timeout: float) -> float:
+        assert self.process is not None
+        started = time.monotonic()
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        self.process.wait(timeout=timeout)
+        return time.monotonic() - started
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+@dataclass
+class Collector:
+    """Reads the output topics in the background and lets tests wait for conditions."""
+
+    bootstrap: str
+    topics: list[str]
+    records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    raw: dict[str, list[Any]] = field(default_factory=dict)
+
+    async def start(self) -> Collector:
+        self.consumer = AIOKafkaConsumer(
+            # No group: nothing to join, every partition from the start.
+            *self.topics,
+            bootstrap_servers=self.bootstrap,
+            auto_offset_reset="earliest",
+            group_id=None,
+            fetch_max_wait_ms=50,
+            enable_auto_commit=False,
+        )
+        await self.consumer.start()
+        self.changed = asyncio.Condition()
+        self.task = asyncio.create_task(self._run())
+        return self
+
+    async def _run(self) -> None:
+        async for record in self.consumer:
+            async with self.changed:
+                self.raw.setdefault(record.topic, []).append(record)
+                self.records.setdefault(record.topic, []).append(json.loads(record.value))
+                self.changed.notify_all()
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        await self.consumer.stop()
+
+    def of(self, topic: str, event_type: str | None = None, **payload: Any) -> list[dict[str, Any]]:
+        found = []
+        for document in self.records.get(topic, []):
+            if event_type is not None and document.get("event_type") != event_type:
+                continue
+            body = document.get("payload", document)
+            if all(body.get(k) == v for k, v in payload.items()):
+                found.append(document)
+        return found
+
+    async def wait_for(self, check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+        async def satisfied() -> Any:
+            async with self.changed:
+                while not (result := check()):
+                    await self.changed.wait()
+                return result
+
+        try:
+            return await asyncio.wait_for(satisfied(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
+
+
+class Publisher:
+    def __init__(self, bootstrap: str) -> None:
+        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+
+    async def start(self) -> Publisher:
+        await self.producer.start()
+        return self
+
+    async def send(self, topic: str, key: int | str | bytes | None, value: dict[str, Any] | bytes) -> None:
+        raw_key = key if isinstance(key, bytes) or key is None else str(key).encode()
+        raw_value = value if isinstance(value, bytes) else json.dumps(value).encode()
+        await self.producer.send_and_wait(topic, raw_value, key=raw_key)
+
+    async def stop(self) -> None:
+        await self.producer.stop()
+
+
+class Mailbox:
+    """What the SMTP server received, by recipient."""
+
+    def __init__(self, smtp: SmtpCapture) -> None:
+        self.smtp = smtp
+
+    def to(self, address: str) -> list[Received]:
+        return [r for r in self.smtp.messages if address in r.rcpt_tos]
+
+    async def wait_for(self, address: str, count: int, timeout: float = 30.0) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while len(self.to(address)) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(self.to(address))} of {count} emails to {address} within {timeout}s")
+            await asyncio.sleep(0.05)  # the SMTP server runs in its own thread
+        return self.to(address)
+
+
+def plain_text(received: Received) -> str:
+    message = received.message
+    for part in message.walk():
+        if part.get_content_type() == "text/plain":
+            return str(part.get_content())
+    raise AssertionError("no text/plain part")
+
+
+def query(database_url: str, sql: str, **params: Any) -> list[Any]:
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return list(connection.execute(text(sql), params))
+    finally:
+        engine.dispose()
+
+
+@dataclass
+class Service:
+    """Everything one end-to-end test talks to."""
+
+    broker: LocalBroker
+    topics: Topics
+    database_url: str
+    smtp: SmtpCapture
+    mailbox: Mailbox
+    publisher: Publisher
+    collector: Collector
+    environ: dict[str, str]
+    log_path: Path
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    def worker(self, **overrides: str) -> WorkerProcess:
+        worker = WorkerProcess({**self.environ, **overrides}, self.log_path)
+        self.workers.append(worker)
+        return worker.start()
+
+    async def start_worker(self, **overrides: str) -> WorkerProcess:
+        worker = self.worker(**overrides)
+        await worker.wait_ready()
+        return worker
+
+    async def up(self, **overrides: str) -> WorkerProcess:
+        """Start a worker (which creates the topics), then follow the output topics."""
+        worker = await self.start_worker(**overrides)
+        if not hasattr(self.collector, "task"):
+            await self.collector.start()
+        return worker
+
+    async def publish(self, topic: str, documents: Iterable[dict[str, Any]], key_field: str) -> None:
+        for document in documents:
+            await self.publisher.send(topic, document["payload"][key_field], document)
+
+    async def therapists(self, *documents: dict[str, Any]) -> None:
+        await self.publish(self.topics.therapists, documents, "therapist_id")
+
+    async def matches(self, *documents: dict[str, Any]) -> None:
+        await self.publish(self.topics.matching, documents, "placement_request_id")
+
+    def events(self, event_type: str | None = None, **payload: Any) -> list[dict[str, Any]]:
+        return self.collector.of(self.topics.events, event_type, **payload)
+
+    async def wait_event(
+        self, event_type: str, count: int = 1, timeout: float = 30.0, **payload: Any
+    ) -> list[dict[str, Any]]:
+        return await self.collector.wait_for(
+            lambda: (found := self.events(event_type, **payload)) and len(found) >= count and found,
+            timeout,
+            f"{count} x {event_type} {payload}",
+        )
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        return self.collector.records.get(self.topics.dlq, [])
+
+    def query(self, sql: str, **params: Any) -> list[Any]:
+        return query(self.database_url, sql, **params)
