@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from domain.placement import PlacementRequest
 from domain.therapist import TherapistProfile
@@ -47,4 +49,33 @@ class SettleEmailedRequest:
     status: str
 
 
-Decision = SendEmail | DropRequest | SettleEmailedRequest
+@dataclass(frozen=True)
+class SendManualEmail:
+    """An email a person asked for (``communication.create_email``).
+
+    ``content`` is what the command said about the email (template and context, or
+    subject and body, recipient, placement requests); the rules do not look inside.
+    ``requests`` are the named placement requests still waiting here, whose details
+    travel with the email; the others are looked up downstream.
+    """
+
+    email_key: str
+    command_id: str
+    therapist: TherapistProfile | None
+    content: Mapping[str, Any]
+    requests: tuple[PlacementRequest, ...]
+    queue: bool
+    limited: bool
+    decided_at: datetime
+
+
+@dataclass(frozen=True)
+class RejectCommand:
+    """A well-formed command that cannot be carried out, and why."""
+
+    command_id: str
+    command_type: str
+    reason: str
+
+
+Decision = SendEmail | DropRequest | SettleEmailedRequest | SendManualEmail | RejectCommand

@@ -15,16 +15,21 @@ table may already contain the effect of an event that is delivered again.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from domain import batching, contact_limit
 from domain.decisions import (
     CONFIRMATION,
     CONTACT_REQUEST,
+    MANUAL,
     Decision,
     DropRequest,
+    RejectCommand,
     SendEmail,
+    SendManualEmail,
     SettleEmailedRequest,
 )
 from domain.placement import ACCEPTED, CLOSING_STATUSES, PlacementRequest
@@ -34,6 +39,8 @@ from domain.therapist import TherapistProfile
 EMAILED = "emailed"
 DROPPED = "dropped"
 CONFIRMED = "confirmed"
+
+CREATE_EMAIL = "communication.create_email"
 
 # Reasons given with ``placement_dropped``.
 THERAPIST_DELETED = "therapist_deleted"
@@ -187,6 +194,45 @@ class TherapistState:
         assert self.profile is not None
         key = batching.derived_key(CONFIRMATION, self.therapist_id, request.placement_request_id)
         return SendEmail(key, CONFIRMATION, CONFIRMATION, self.profile, (request,), now)
+
+    # -- commands ----------------------------------------------------------------
+
+    def manual_email(
+        self,
+        command_id: str,
+        content: Mapping[str, Any],
+        queue: bool,
+        respect_contact_limit: bool,
+        has_recipient: bool,
+        now: datetime,
+    ) -> list[Decision]:
+        """``communication.create_email``: an email a person wrote or chose.
+
+        One that is queued and respects the contact limit counts as this therapist's
+        email of the week: it holds the window like a contact email (and waits for
+        it downstream); one that does not respect it goes at once and counts not.
+        """
+        if self._replayed(command_id, now):
+            return []
+        refusal = self._command_refusal(has_recipient)
+        if refusal is not None:
+            return [RejectCommand(command_id, CREATE_EMAIL, refusal)]
+        request_ids = tuple(int(r) for r in content.get("placement_request_ids") or ())
+        waiting = tuple(self.pending[r] for r in request_ids if r in self.pending)
+        key = batching.derived_key(MANUAL, command_id)
+        limited = queue and respect_contact_limit
+        if limited:
+            self.in_flight[key] = InFlightEmail(key, MANUAL, request_ids, now, limited=True)
+        return [SendManualEmail(key, command_id, self.profile, content, waiting, queue, limited, now)]
+
+    def _command_refusal(self, has_recipient: bool) -> str | None:
+        if self.deleted:
+            return f"therapist {self.therapist_id} was deleted: no further contact"
+        if self.profile is not None and self.profile.contact_blocked:
+            return f"therapist {self.therapist_id} is blocked for contact (contact_blocked)"
+        if self.profile is None and not has_recipient:
+            return f"therapist {self.therapist_id} is not known here yet; give recipient_email to write anyway"
+        return None
 
     # -- batch runs ------------------------------------------------------------
 

@@ -77,6 +77,7 @@ def internal_topic_names(settings: Settings) -> dict[str, str]:
 class Topics:
     matching: faust.TopicT
     therapists: faust.TopicT
+    commands: faust.TopicT
     events: faust.TopicT
     dlq: faust.TopicT
     # Everything about one therapist, keyed by therapist: repartitioned inputs,
@@ -95,6 +96,7 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
     return Topics(
         matching=topic(settings.topic_matching),
         therapists=topic(settings.topic_therapists),
+        commands=topic(settings.topic_commands),
         events=topic(settings.topic_events),
         dlq=topic(settings.topic_dlq),
         inbox=topic(names["inbox"], partitions=settings.partitions, internal=True),

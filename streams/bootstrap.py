@@ -16,6 +16,7 @@ import faust
 
 from streams import app as declarations
 from streams.clock import utcnow
+from streams.command_agent import CommandAgent
 from streams.delivery import DeliveryService, Wakeups
 from streams.ingest import matching_ingest, therapist_ingest
 from streams.mailer import Mailer, SmtpMailer
@@ -84,9 +85,19 @@ def build_app(services: Services) -> ServiceApp:
     app.agent(topics.matching, name="ingest-matching")(matching_ingest(topics, clock))
     app.agent(topics.therapists, name="ingest-therapists")(therapist_ingest(topics, clock))
     app.agent(topics.inbox, name="therapists")(TherapistAgent(settings, topics, table, clock))
+    app.agent(topics.commands, name="commands")(
+        CommandAgent(topics, services.database, channels, services.wakeups, clock)
+    )
     app.agent(topics.send_commands, name="sender")(
         SenderAgent(settings, topics, services.database, services.renderer, channels, services.wakeups, clock)
     )
+
+    inbox = topics.inbox.get_topic_name()
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: object, assigned: set[Any], **kwargs: object) -> None:
+        owned = sorted(tp.partition for tp in assigned if tp.topic == inbox)
+        log.info("worker %s owns inbox partitions %s", services.worker_id, owned)
 
     async def tick() -> None:
         await send_ticks(app, topics, clock)

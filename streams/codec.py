@@ -13,7 +13,7 @@ from typing import Any
 
 from faust.serializers import codecs
 
-from domain.decisions import SendEmail
+from domain.decisions import MANUAL, SendEmail, SendManualEmail
 from domain.placement import PlacementRequest
 from domain.therapist import TherapistProfile
 from domain.therapist_state import InFlightEmail, TherapistState
@@ -170,5 +170,27 @@ def send_email_command(decision: SendEmail, causation_id: str | None, limited: b
             "decided_at": decision.decided_at.isoformat(),
             "causation_id": causation_id,
             "limited": limited,
+        }
+    )
+
+
+def manual_email_command(therapist_id: int, decision: SendManualEmail) -> bytes:
+    content = decision.content
+    therapist = profile_to_wire(decision.therapist) if decision.therapist else {"therapist_id": therapist_id}
+    return dumps(
+        {
+            "kind": "send_email",
+            "email_key": decision.email_key,
+            "email_kind": MANUAL,
+            "template": content.get("template"),
+            "therapist": therapist,
+            "requests": [request_to_wire(r) for r in decision.requests],
+            "content": dict(content),
+            "queue": decision.queue,
+            "limited": decision.limited,
+            "respect_contact_limit": bool(content.get("respect_contact_limit", True)),
+            "decided_at": decision.decided_at.isoformat(),
+            "command_id": decision.command_id,
+            "causation_id": decision.command_id,
         }
     )

@@ -3,25 +3,41 @@
 Runs on every worker; claims make sure each email is taken by one of them. The
 schedule (next attempt, claim expiry) lives in the database, so retries survive
 restarts and a retrying email never holds up anyone else's.
+
+Two kinds of SMTP trouble are told apart. A failure inside the mail transaction
+(a 4xx/5xx reply, a dropped connection, a timeout) is a failed attempt of that
+email, retried with backoff up to COMM_MAX_SEND_ATTEMPTS. A server that cannot be
+reached at all (no session: connect, TLS or login fails) is an outage: the claimed
+emails go back to the queue untouched, delivery waits with backoff, and an alert
+is raised if it lasts; otherwise a maintenance window would fail every queued email
+for good.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from mode import Service
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from streams.email_message import build_message
-from streams.mailer import Mailer, SendError, classify
+from streams.mailer import Mailer, SmtpUnavailable, classify
 from streams.persistence import emails
 from streams.persistence.db import Database
+from streams.persistence.outbox import add_event
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# Sent emails recorded per commit, and commits that may run behind the sends.
+RECORD_GROUP = 8
+GROUPS_IN_FLIGHT = 2
 
 
 class Wakeups:
@@ -34,6 +50,40 @@ class Wakeups:
     def work_added(self) -> None:
         self.delivery.set()
         self.relay.set()
+
+
+class ThrottledWarning:
+    """Logs a recurring problem once, then at most every ``every`` seconds."""
+
+    def __init__(self, logger: logging.Logger, every: float = 30.0) -> None:
+        self.logger = logger
+        self.every = every
+        self.last = 0.0
+
+    def __call__(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            self.logger.warning(message, *args)
+
+
+class Outage:
+    """Tracks one stretch of SMTP unavailability: backoff and the alert."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.cap = settings.smtp_outage_backoff_max.total_seconds()
+        self.alert_after = settings.smtp_outage_alert_after
+        self.since: datetime | None = None
+        self.failures = 0
+        self.alerted = False
+
+    def next_pause(self) -> float:
+        self.failures += 1
+        ceiling = min(self.cap, 0.5 * (1 << min(self.failures, 16)))
+        return ceiling / 2 + random.random() * ceiling / 2
+
+    def due_alert(self, now: datetime) -> bool:
+        return self.since is not None and not self.alerted and now - self.since >= self.alert_after
 
 
 class DeliveryService(Service):  # type: ignore[misc]
@@ -59,12 +109,14 @@ class DeliveryService(Service):  # type: ignore[misc]
         self.policy = emails.RetryPolicy(
             settings.max_send_attempts, settings.retry_backoff_base, settings.retry_backoff_max
         )
+        self.outage = Outage(settings)
+        self.database_warning = ThrottledWarning(log)
+        self.smtp_warning = ThrottledWarning(log)
         self.sent = 0
 
     @Service.task
     async def _deliver(self) -> None:
-        settings = self.settings
-        pause = settings.poll_interval.total_seconds()
+        pause = self.settings.poll_interval.total_seconds()
         while not self.should_stop:
             self.wakeups.delivery.clear()
             try:
@@ -72,40 +124,126 @@ class DeliveryService(Service):  # type: ignore[misc]
                     emails.claim_due,
                     self.worker_id,
                     self.clock(),
-                    settings.delivery_batch_size,
-                    settings.delivery_lease,
-                    settings.contact_interval,
+                    self.settings.delivery_batch_size,
+                    self.settings.delivery_lease,
+                    self.settings.contact_interval,
                 )
-                for email in claimed:
-                    if self.should_stop:
-                        break
-                    await self._send(email)
             except SQLAlchemyError as exc:
-                log.warning("delivery: database unavailable (%s); retrying", type(exc).__name__)
+                self.database_warning("delivery: database unavailable (%s); retrying", type(exc).__name__)
                 await self.sleep(pause)
                 continue
             if not claimed:
                 await self.wait_for_stopped(self.wakeups.delivery.wait(), timeout=pause)
+                continue
+            if not await self._send_all(claimed):
+                await self.sleep(self.outage.next_pause())
 
-    async def _send(self, email: emails.ClaimedEmail) -> None:
-        sent_at = self.clock()
+    async def _send_all(self, claimed: list[emails.ClaimedEmail]) -> bool:
+        """Send the claimed emails in order over one connection; False when the SMTP
+        server is unavailable.
+
+        Sent emails are recorded in small groups (RECORD_GROUP), committed in the
+        background while the next messages go out: SMTP and the database overlap,
+        and one commit serves several emails. An email's status is committed within
+        milliseconds of its acceptance; a crash in between can re-send it, with the
+        same Message-ID (CONTRACT §5.7).
+        """
+        remaining = list(claimed)
+        group: list[tuple[int, datetime]] = []
+        recording: set[asyncio.Future[object]] = set()
+
+        async def record_group() -> None:
+            if not group:
+                return
+            done = list(group)
+            group.clear()
+            task = asyncio.ensure_future(self._record(emails.record_sent_many, done, self.channels))
+            recording.add(task)
+            task.add_done_callback(recording.discard)
+            if len(recording) >= GROUPS_IN_FLIGHT:
+                await asyncio.wait(recording, return_when=asyncio.FIRST_COMPLETED)
+
         try:
-            await self.mailer.send(build_message(email.outgoing, sent_at))
-        except Exception as exc:
-            error = classify(exc)
-            retry = await self._record(emails.record_failure, email.id, error, self.clock(), self.policy, self.channels)
-            log.warning(
-                "email %s to therapist %s: attempt failed (%s); %s",
-                email.id,
-                email.therapist_id,
-                error,
-                "will retry" if retry else "failed for good",
+            while remaining and not self.should_stop:
+                email = remaining[0]
+                sent_at = self.clock()
+                try:
+                    await self.mailer.send(build_message(email.outgoing, sent_at))
+                except SmtpUnavailable as exc:
+                    await self._unavailable(exc)
+                    return False
+                except Exception as exc:
+                    await self._failed(email, exc)
+                else:
+                    self._available()
+                    self.sent += 1
+                    log.info("email %s (%s) sent to therapist %s", email.id, email.kind, email.therapist_id)
+                    group.append((email.id, sent_at))
+                    if len(group) >= RECORD_GROUP:
+                        await record_group()
+                remaining.pop(0)
+            return True
+        finally:
+            await record_group()
+            if recording:
+                await asyncio.gather(*recording)
+            if remaining:  # not tried: back to the queue without spending an attempt
+                await self._release(remaining)
+            self.wakeups.relay.set()
+
+    async def _failed(self, email: emails.ClaimedEmail, exc: Exception) -> None:
+        error = classify(exc)
+        retry = await self._record(emails.record_failure, email.id, error, self.clock(), self.policy, self.channels)
+        log.warning(
+            "email %s to therapist %s: attempt failed (%s); %s",
+            email.id,
+            email.therapist_id,
+            error,
+            "will retry" if retry else "failed for good",
+        )
+
+    async def _unavailable(self, exc: SmtpUnavailable) -> None:
+        now = self.clock()
+        if self.outage.since is None:
+            self.outage.since = now
+        self.smtp_warning("SMTP server unavailable (%s); delivery waits and retries", exc)
+        if self.outage.due_alert(now):
+            minutes = (now - self.outage.since).total_seconds() / 60
+            await self._alert(
+                "error",
+                "smtp_unavailable",
+                f"no SMTP session could be opened for {minutes:.0f} minutes ({exc}); emails are queued",
             )
-        else:
-            await self._record(emails.record_sent, email.id, sent_at, self.channels)
-            self.sent += 1
-            log.info("email %s (%s) sent to therapist %s", email.id, email.kind, email.therapist_id)
-        self.wakeups.relay.set()
+            self.outage.alerted = True
+
+    def _available(self) -> None:
+        if self.outage.since is None:
+            return
+        lasted = self.clock() - self.outage.since
+        log.info("SMTP server reachable again after %s", lasted - timedelta(microseconds=lasted.microseconds))
+        self.outage = Outage(self.settings)
+
+    async def _alert(self, severity: str, code: str, message: str) -> None:
+        def write(session: Session) -> None:
+            add_event(
+                session,
+                self.channels.events,
+                "communication.alert",
+                None,
+                {"severity": severity, "code": code, "message": message},
+                self.clock(),
+            )
+
+        try:
+            await self.database.run(write)
+        except SQLAlchemyError:
+            log.error("alert %s could not be stored: %s", code, message)
+
+    async def _release(self, remaining: list[emails.ClaimedEmail]) -> None:
+        try:
+            await self.database.run(emails.release_claims, [e.id for e in remaining], self.worker_id)
+        except SQLAlchemyError:  # the claims expire on their own
+            log.info("could not release %d claimed emails; their claims expire", len(remaining))
 
     async def _record(self, work: Callable[..., object], *args: object) -> object:
         """Record a result; the email went out (or failed), so keep trying until the
@@ -114,11 +252,8 @@ class DeliveryService(Service):  # type: ignore[misc]
             try:
                 return await self.database.run(work, *args)
             except SQLAlchemyError as exc:
-                log.warning("delivery: cannot record a result (%s); retrying", type(exc).__name__)
+                self.database_warning("delivery: cannot record a result (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(self.settings.poll_interval.total_seconds())
 
     async def on_stop(self) -> None:
         await self.mailer.close()
-
-
-__all__ = ["DeliveryService", "SendError", "Wakeups"]

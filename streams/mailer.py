@@ -27,6 +27,17 @@ class SendError(Exception):
         self.code = code
 
 
+class SmtpUnavailable(SendError):
+    """No session with the server could be set up (connect, TLS or login failed).
+
+    Nothing about the message was tried, so it is not the message's failure: the
+    delivery loop waits for the server instead of spending the email's attempts.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, temporary=True)
+
+
 class Mailer(Protocol):
     async def send(self, message: EmailMessage) -> None: ...
 
@@ -61,10 +72,9 @@ class SmtpMailer:
     def _tls_context(self) -> ssl.SSLContext | None:
         if self.settings.smtp_security == "none":
             return None
-        context = ssl.create_default_context(
+        return ssl.create_default_context(
             cafile=str(self.settings.smtp_ca_file) if self.settings.smtp_ca_file else None
         )
-        return context
 
     async def _connect(self) -> aiosmtplib.SMTP:
         settings = self.settings
@@ -77,20 +87,33 @@ class SmtpMailer:
             start_tls=security == "starttls",
             tls_context=self._tls_context(),
         )
-        await client.connect()
-        if settings.smtp_username is not None and settings.smtp_password is not None:
-            await client.login(settings.smtp_username.get_secret_value(), settings.smtp_password.get_secret_value())
+        try:
+            await client.connect()
+            if settings.smtp_username is not None and settings.smtp_password is not None:
+                await client.login(settings.smtp_username.get_secret_value(), settings.smtp_password.get_secret_value())
+        except BaseException:
+            client.close()
+            raise
         return client
+
+    async def _session(self) -> tuple[aiosmtplib.SMTP, bool]:
+        """The open connection, or a new one (``True`` when new)."""
+        if self._client is not None:
+            return self._client, False
+        try:
+            self._client = await self._connect()
+        except Exception as exc:
+            await self._drop()
+            raise SmtpUnavailable(f"cannot open an SMTP session: {classify(exc)}") from exc
+        return self._client, True
 
     async def send(self, message: EmailMessage) -> None:
         # A connection the server closed while idle fails before anything was
         # accepted, so it is safe to reconnect once and send again.
         for attempt in (1, 2):
-            fresh = self._client is None
+            client, fresh = await self._session()
             try:
-                if self._client is None:
-                    self._client = await self._connect()
-                await self._client.send_message(message)
+                await client.send_message(message)
                 return
             except aiosmtplib.SMTPServerDisconnected as exc:
                 await self._drop()

@@ -17,6 +17,7 @@ these messages end up in logs, alerts and the ``error_message`` column.
 from __future__ import annotations
 
 import re
+import time
 import traceback
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -52,6 +53,8 @@ PATIENT_KEYS = (
 )
 SENDER_KEYS = ("name", "email")
 MAX_SUBJECT = 200
+# How often template files are looked at again (overrides added, templates edited).
+RESCAN_EVERY = 30.0
 
 # Template names come from commands of other services: never a path.
 _TEMPLATE_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -114,7 +117,12 @@ class Renderer:
             keep_trailing_newline=True,
             trim_blocks=True,
             lstrip_blocks=True,
+            # Checked every RESCAN_EVERY seconds instead (see _refresh): stat()ing
+            # every template file on every render was a tenth of delivery's CPU.
+            auto_reload=False,
         )
+        self._override_files: frozenset[str] = frozenset()
+        self._scanned_at: float | None = None
         self.environment.filters["local_date"] = self.local_date
         self.environment.globals.update(
             salutation=salutation,
@@ -161,12 +169,29 @@ class Renderer:
 
     def _overrides(self, template: str, therapist_id: int) -> dict[str, str]:
         """The parts this therapist has an override for: part -> template name."""
+        self._refresh()
         found = {}
         for part in PARTS:
             name = f"therapists/{therapist_id}/{template}{part}"
-            if any((base / name).is_file() for base in self.search_path):
+            if name in self._override_files:
                 found[part] = name
         return found
+
+    def _refresh(self) -> None:
+        """Rescan the per-therapist overrides and forget compiled templates at most
+        every RESCAN_EVERY seconds, so edited templates take effect without a restart."""
+        now = time.monotonic()
+        if self._scanned_at is not None and now - self._scanned_at < RESCAN_EVERY:
+            return
+        self._scanned_at = now
+        files: set[str] = set()
+        for base in self.search_path:
+            therapists = base / "therapists"
+            if therapists.is_dir():
+                files.update(p.relative_to(base).as_posix() for p in therapists.glob("*/*") if p.is_file())
+        self._override_files = frozenset(files)
+        if self.environment.cache is not None:
+            self.environment.cache.clear()
 
     def _render(self, template: str, context: Mapping[str, Any], overrides: Mapping[str, str]) -> RenderedEmail:
         def load(part: str) -> Any:

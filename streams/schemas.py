@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import (
@@ -24,6 +24,7 @@ from pydantic import (
     StrictBool,
     StrictInt,
     ValidationError,
+    model_validator,
 )
 
 SCHEMA_VERSION = 1
@@ -123,6 +124,76 @@ THERAPIST_EVENTS: dict[str, type[_Model]] = {
     "therapist.created": TherapistUpserted,
     "therapist.updated": TherapistUpserted,
     "therapist.deleted": TherapistDeleted,
+}
+
+
+# -- communication-commands ---------------------------------------------------------
+
+Outcome = Literal["accepted", "rejected", "no_capacity", "needs_info"]
+
+
+class CreateEmail(_Model):
+    therapist_id: Id
+    template: str | None = Field(None, min_length=1, max_length=64)
+    context: dict[str, Any] | None = None
+    subject: Line | None = Field(None, min_length=1, max_length=255)
+    body_html: str | None = Field(None, min_length=1)
+    body_text: str | None = None
+    placement_request_ids: list[Id] = Field(default_factory=list)
+    recipient_email: EmailStr | None = None
+    recipient_name: Line | None = Field(None, max_length=255)
+    queue: StrictBool = True
+    respect_contact_limit: StrictBool = True
+
+    @model_validator(mode="after")
+    def _content(self) -> CreateEmail:
+        from_template = self.template is not None
+        written = self.subject is not None or self.body_html is not None
+        if from_template == written:
+            raise ValueError("give either template (and optionally context) or subject and body_html")
+        if written and (self.subject is None or self.body_html is None):
+            raise ValueError("subject and body_html are both needed when no template is given")
+        return self
+
+
+class UpdateEmail(_Model):
+    email_id: Id
+    subject: Line | None = Field(None, min_length=1, max_length=255)
+    body_html: str | None = Field(None, min_length=1)
+    body_text: str | None = None
+    status: str | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> UpdateEmail:
+        if all(v is None for v in (self.subject, self.body_html, self.body_text, self.status)):
+            raise ValueError("nothing to change: give subject, body_html, body_text or status")
+        return self
+
+
+class Response(_Model):
+    placement_request_id: Id
+    outcome: Outcome
+
+
+class RecordEmailResponse(_Model):
+    email_id: Id
+    received_at: AwareDatetime
+    content: str | None = None
+    responses: list[Response] = Field(default_factory=list)
+
+
+class UpdateEmailBatch(_Model):
+    email_id: Id
+    placement_request_id: Id
+    outcome: Outcome
+    notes: str | None = None
+
+
+COMMANDS: dict[str, type[_Model]] = {
+    "communication.create_email": CreateEmail,
+    "communication.update_email": UpdateEmail,
+    "communication.record_email_response": RecordEmailResponse,
+    "communication.update_email_batch": UpdateEmailBatch,
 }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import faust
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from streams.app import Topics
 from streams.codec import loads
@@ -27,6 +28,10 @@ from streams.rendering import Renderer
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# Send commands stored per transaction, and how long to wait to fill a batch.
+BATCH = 100
+BATCH_WITHIN = 0.05
 
 
 class SenderAgent:
@@ -50,50 +55,63 @@ class SenderAgent:
         self.identity = emails.Identity(settings.sender_email, settings.sender_name)
 
     async def __call__(self, stream: faust.StreamT) -> None:
-        async for event in stream.events():
+        # Batches: one transaction stores up to BATCH emails. take_events acks them
+        # only after the body ran; a replay after a crash is recognised by email key.
+        async for events in stream.take_events(BATCH, within=BATCH_WITHIN):
             try:
-                command = loads(event.value)
-                await self._until_stored(command)
+                await self._until_stored(events)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
-                log_failure(log, "sender agent: cannot carry out a command", exc)
-                await publish_dead_letter(
-                    self.topics.dlq, event.message, f"internal error: {type(exc).__name__}", self.clock()
-                )
+            except Exception:
+                # Something in the batch is malformed: one by one, so only that one
+                # goes to the DLQ.
+                for event in events:
+                    await self._one(event)
             self.wakeups.work_added()
 
-    async def _until_stored(self, command: dict[str, Any]) -> None:
+    async def _one(self, event: Any) -> None:
+        try:
+            await self._until_stored([event])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log_failure(log, "sender agent: cannot carry out a command", exc)
+            await publish_dead_letter(
+                self.topics.dlq, event.message, f"internal error: {type(exc).__name__}", self.clock()
+            )
+
+    async def _until_stored(self, events: list[Any]) -> None:
+        commands = [loads(event.value) for event in events]
         delay = 0.5
         while True:
             try:
-                await self._store(command)
+                await self.database.run(self._carry_out, commands, self.clock())
                 return
             except SQLAlchemyError as exc:
                 log.warning("sender agent: database unavailable (%s); retrying in %.1fs", type(exc).__name__, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
-    async def _store(self, command: dict[str, Any]) -> None:
-        kind = command["kind"]
-        if kind == "send_email":
-            email_id = await self.database.run(
-                emails.store_send_command,
-                command,
-                self.renderer.render,
-                self.identity,
-                self.channels,
-                self.clock(),
-            )
-            if email_id is not None:
-                log.info(
-                    "email %s (%s, %d request(s)) stored for therapist %s",
-                    email_id,
-                    command["email_kind"],
-                    len(command["requests"]),
-                    command["therapist"]["therapist_id"],
-                )
-        elif kind == "settle_request":
-            await self.database.run(emails.settle_request, command, self.clock())
-        else:
-            raise ValueError(f"unknown send command {kind!r}")
+    def _carry_out(self, session: Session, commands: list[dict[str, Any]], now: datetime) -> None:
+        """All commands of a batch, in their order, in one transaction."""
+        run: list[dict[str, Any]] = []
+
+        def store_run() -> None:
+            if run:
+                ids = emails.store_send_commands(session, run, self.renderer.render, self.identity, self.channels, now)
+                stored = sum(1 for email_id in ids if email_id is not None)
+                if stored:
+                    log.info("%d email(s) stored", stored)
+                run.clear()
+
+        for command in commands:
+            kind = command["kind"]
+            if kind == "send_email":
+                run.append(command)
+                continue
+            store_run()
+            if kind == "settle_request":
+                emails.settle_request(session, command, now)
+            else:
+                raise ValueError(f"unknown send command {kind!r}")
+        store_run()

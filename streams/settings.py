@@ -104,6 +104,10 @@ class Settings(BaseModel):
     poll_interval: Duration = Field(timedelta(seconds=1), alias="COMM_POLL_INTERVAL")
     retry_backoff_base: Duration = Field(timedelta(seconds=30), alias="COMM_RETRY_BACKOFF")
     retry_backoff_max: Duration = Field(timedelta(hours=1), alias="COMM_RETRY_BACKOFF_MAX")
+    # While no SMTP session can be opened: how long delivery waits at most between
+    # tries, and after how long an alert is raised.
+    smtp_outage_backoff_max: Duration = Field(timedelta(seconds=60), alias="COMM_SMTP_OUTAGE_BACKOFF_MAX")
+    smtp_outage_alert_after: Duration = Field(timedelta(minutes=5), alias="COMM_SMTP_OUTAGE_ALERT_AFTER")
 
     _batch_schedule: Schedule = PrivateAttr()
 

@@ -3,6 +3,7 @@ write each one as an ``.eml`` file. The demo's mail capture; the tests' SMTP pee
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -31,13 +32,23 @@ class Received:
         return parsed
 
 
+# What a responder may ask for instead of accepting a message.
+DROP = "drop"  # close the connection without a reply
+STALL = "stall"  # say nothing for ``stall_seconds``, then accept
+
+
 class CaptureHandler:
     def __init__(self, output_dir: Path | None = None) -> None:
         self.output_dir = output_dir
         self.messages: list[Received] = []
+        self.refused: list[tuple[Received, str]] = []
         self.changed = threading.Condition()
-        # Tests may decide the reply per message (e.g. "451 try later").
+        # Tests may decide per message: a reply such as "451 try later", DROP, STALL
+        # or None to accept.
         self.responder: Callable[[Received], str | None] | None = None
+        self.stall_seconds = 10.0
+        # Seconds each accepted message takes, to simulate a slower server.
+        self.delay = 0.0
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         received = Received(
@@ -48,7 +59,20 @@ class CaptureHandler:
         )
         reply = self.responder(received) if self.responder else None
         if reply is not None:
-            return reply
+            with self.changed:
+                self.refused.append((received, reply))
+            if reply == DROP:
+                server.transport.close()
+                return "421 closing"  # never reaches the client
+            if reply != STALL:
+                return reply
+            await asyncio.sleep(self.stall_seconds)
+            if server.transport is None or server.transport.is_closing():
+                # The client gave up before the final reply: like a real server,
+                # do not deliver what it never saw confirmed.
+                return "451 client went away"
+        if self.delay:
+            await asyncio.sleep(self.delay)
         with self.changed:
             self.messages.append(received)
             if self.output_dir is not None:
@@ -82,22 +106,27 @@ class SmtpCapture:
         self.port = port or free_port()
         self.controller_options = controller
         self.controller = self._new_controller()
+        self.running = False
 
     def _new_controller(self) -> Controller:
         return Controller(self.handler, hostname="127.0.0.1", port=self.port, **self.controller_options)
 
     def start(self) -> SmtpCapture:
-        self.controller.start()
+        if not self.running:
+            self.controller.start()
+            self.running = True
         return self
 
     def stop(self) -> None:
-        self.controller.stop()
+        if self.running:
+            self.controller.stop()
+            self.running = False
 
     def restart(self) -> None:
-        """Stop and listen again on the same port (open connections are cut)."""
-        self.controller.stop()
+        """(Stop and) listen again on the same port; open connections are cut."""
+        self.stop()
         self.controller = self._new_controller()
-        self.controller.start()
+        self.start()
 
     @property
     def messages(self) -> list[Received]:

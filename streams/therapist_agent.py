@@ -18,10 +18,25 @@ import faust
 from aiokafka.partitioner import murmur2
 
 from domain import batching, schedule
-from domain.decisions import CONFIRMATION, Decision, DropRequest, SendEmail, SettleEmailedRequest
+from domain.decisions import (
+    CONFIRMATION,
+    Decision,
+    DropRequest,
+    RejectCommand,
+    SendEmail,
+    SendManualEmail,
+    SettleEmailedRequest,
+)
 from domain.therapist_state import TherapistState
 from streams.app import Topics
-from streams.codec import dumps, loads, profile_from_wire, request_from_wire, send_email_command
+from streams.codec import (
+    dumps,
+    loads,
+    manual_email_command,
+    profile_from_wire,
+    request_from_wire,
+    send_email_command,
+)
 from streams.dlq import publish_dead_letter
 from streams.log_safety import log_failure
 from streams.schemas import envelope
@@ -101,6 +116,16 @@ class TherapistAgent:
         if kind == "email_failed":
             state.email_failed(m["email_key"])
             return []
+        if kind == "create_email":
+            command = m["command"]
+            return state.manual_email(
+                m["event_id"],
+                command,
+                command.get("queue", True),
+                command.get("respect_contact_limit", True),
+                bool(command.get("recipient_email")),
+                now,
+            )
         raise ValueError(f"unknown inbox message kind {kind!r}")
 
     async def batch_run(self, partition: int, now: datetime) -> None:
@@ -160,6 +185,10 @@ class TherapistAgent:
                 pending.append(await self._send_command(therapist_id, send_email_command(decision, causation, limited)))
             elif isinstance(decision, DropRequest):
                 pending.append(await self._dropped(therapist_id, decision, causation))
+            elif isinstance(decision, SendManualEmail):
+                pending.append(await self._send_command(therapist_id, manual_email_command(therapist_id, decision)))
+            elif isinstance(decision, RejectCommand):
+                pending.append(await self._rejected(therapist_id, decision))
             elif isinstance(decision, SettleEmailedRequest):
                 pending.append(
                     await self._send_command(
@@ -179,6 +208,22 @@ class TherapistAgent:
 
     async def _send_command(self, therapist_id: int, value: bytes) -> Any:
         return await self.topics.send_commands.send(key=str(therapist_id).encode(), value=value)
+
+    async def _rejected(self, therapist_id: int, rejection: RejectCommand) -> Any:
+        payload = {
+            "therapist_id": therapist_id,
+            "command_id": rejection.command_id,
+            "command_type": rejection.command_type,
+            "reason": rejection.reason,
+        }
+        document = envelope(
+            "communication.command_rejected",
+            payload,
+            event_id=batching.derived_key("command_rejected", rejection.command_id),
+            occurred_at=self.clock(),
+            causation_id=rejection.command_id,
+        )
+        return await self.topics.events.send(key=str(therapist_id).encode(), value=dumps(document))
 
     async def _dropped(self, therapist_id: int, drop: DropRequest, causation: str | None) -> Any:
         document = envelope(

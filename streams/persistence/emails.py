@@ -14,17 +14,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, case, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from domain.contact_limit import next_contact_at
 from domain.decisions import CONFIRMATION, CONTACT_REQUEST, FOLLOW_UP, MANUAL
 from domain.retry import backoff_delay, should_retry
+from domain.therapist_state import CREATE_EMAIL
 from streams.codec import dumps
 from streams.email_message import OutgoingEmail, message_id_for
+from streams.html_text import clean_html, html_to_text
 from streams.mailer import SendError
-from streams.persistence.models import Email, EmailBatch, EmailStatus
-from streams.persistence.outbox import add_event, add_message
+from streams.persistence.models import Email, EmailBatch, EmailStatus, UTCDateTime
+from streams.persistence.outbox import add_rows, command_rejected_row, event_row, message_row
 from streams.rendering import RenderedEmail, RenderError
 
 log = logging.getLogger(__name__)
@@ -104,14 +106,15 @@ def email_context(
     }
 
 
-def _feedback(session: Session, channels: Channels, therapist_id: int, body: dict[str, Any], now: datetime) -> None:
-    add_message(session, channels.inbox, str(therapist_id), dumps({**body, "therapist_id": therapist_id}), now)
+def _feedback_row(channels: Channels, therapist_id: int, body: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """A message to the therapist agent's inbox (internal)."""
+    return message_row(channels.inbox, str(therapist_id), dumps({**body, "therapist_id": therapist_id}), now)
 
 
-def _abandon(session: Session, channels: Channels, therapist_id: int, email_key: str, now: datetime) -> None:
-    """Tell the therapist agent that a decided email will not go out, so it stops
+def _abandon_row(channels: Channels, therapist_id: int, email_key: str, now: datetime) -> dict[str, Any]:
+    """Tells the therapist agent that a decided email will not go out, so it stops
     holding the therapist's window for it."""
-    _feedback(session, channels, therapist_id, {"kind": "email_failed", "email_key": email_key}, now)
+    return _feedback_row(channels, therapist_id, {"kind": "email_failed", "email_key": email_key}, now)
 
 
 def store_send_command(
@@ -123,130 +126,264 @@ def store_send_command(
     now: datetime,
 ) -> int | None:
     """Create the email a send command describes; None if it exists already (replay)."""
-    key = command["email_key"]
-    if session.scalar(select(Email.id).where(Email.email_key == key)) is not None:
-        return None
-    therapist = command["therapist"]
-    therapist_id = int(therapist["therapist_id"])
-    kind = command["email_kind"]
-    requests = list(command["requests"])
-    if kind == CONTACT_REQUEST:
-        requests = _not_yet_emailed(session, requests)
-        if not requests:
-            log.warning("email %s: every request in it was already emailed; not created", key)
-            _abandon(session, channels, therapist_id, key, now)
-            return None
-    elif kind == CONFIRMATION:
-        requests = [_with_known_patient(session, r) for r in requests]
+    return store_send_commands(session, [command], render, identity, channels, now)[0]
 
-    email = Email(
+
+def store_send_commands(
+    session: Session,
+    commands: Sequence[Mapping[str, Any]],
+    render: Render,
+    identity: Identity,
+    channels: Channels,
+    now: datetime,
+) -> list[int | None]:
+    """Create the emails a batch of send commands describes, in one transaction and
+    with one round of INSERTs; per command the new email's id, or None when there is
+    nothing to create (a replayed command, or every request in it already emailed)."""
+    keys = [c["email_key"] for c in commands]
+    known_keys = set(session.scalars(select(Email.email_key).where(Email.email_key.in_(keys))))
+    emailed = _already_emailed(
+        session,
+        [int(r["placement_request_id"]) for c in commands if c["email_kind"] == CONTACT_REQUEST for r in c["requests"]],
+    )
+    created: list[tuple[Mapping[str, Any], Email, RenderedEmail | None] | None] = []
+    messages: list[dict[str, Any]] = []
+    for command in commands:
+        key = command["email_key"]
+        if key in known_keys:
+            created.append(None)
+            continue
+        known_keys.add(key)
+        therapist_id = int(command["therapist"]["therapist_id"])
+        requests = list(command["requests"])
+        if command["email_kind"] == CONTACT_REQUEST:
+            requests = [r for r in requests if int(r["placement_request_id"]) not in emailed]
+            if not requests:
+                log.warning("email %s: every request in it was already emailed; not created", key)
+                messages.append(_abandon_row(channels, therapist_id, key, now))
+                created.append(None)
+                continue
+            emailed.update(int(r["placement_request_id"]) for r in requests)
+        elif command["email_kind"] == CONFIRMATION:
+            requests = [_with_known_patient(session, r) for r in requests]
+        rendered: RenderedEmail | None
+        if command["email_kind"] == MANUAL:
+            outcome = _new_manual_email(session, command, render, identity, now)
+            if isinstance(outcome, str):
+                messages.append(
+                    command_rejected_row(
+                        channels.events, command["command_id"], CREATE_EMAIL, therapist_id, outcome, now
+                    )
+                )
+                created.append(None)
+                continue
+            email, rendered = outcome
+        else:
+            email, rendered = _new_email(command, requests, render, identity, now)
+        session.add(email)
+        created.append((command, email, rendered))
+    session.flush()  # all new emails and their batch entries at once
+    for entry in created:
+        if entry is not None:
+            messages.extend(_created_rows(*entry, channels, now))
+    add_rows(session, messages)  # and everything they report, at once
+    return [None if entry is None else entry[1].id for entry in created]
+
+
+def _new_manual_email(
+    session: Session, command: Mapping[str, Any], render: Render, identity: Identity, now: datetime
+) -> tuple[Email, RenderedEmail] | str:
+    """The email of a ``create_email`` command, or why it cannot be created."""
+    content = command["content"]
+    therapist = dict(command["therapist"])
+    requests = list(command["requests"])
+    for request_id in (int(r) for r in content.get("placement_request_ids") or ()):
+        if any(int(r["placement_request_id"]) == request_id for r in requests):
+            continue
+        known = _known_request(session, request_id)
+        if known is None:
+            return f"placement request {request_id} is not known to the communication service"
+        requests.append(known)
+    if content.get("template"):
+        context = {**email_context(therapist, requests, identity), **(content.get("context") or {})}
+        try:
+            rendered = render(content["template"], context, int(therapist["therapist_id"]))
+        except RenderError as exc:
+            return f"template {content['template']!r} cannot be used: {exc}"
+    else:
+        html = clean_html(content["body_html"])
+        rendered = RenderedEmail(content["subject"], html, content.get("body_text") or html_to_text(html))
+    if content.get("recipient_email"):
+        therapist["email"] = content["recipient_email"]
+        therapist["first_name"] = therapist["last_name"] = therapist["title"] = None
+    if content.get("recipient_name"):
+        therapist["first_name"], therapist["last_name"], therapist["title"] = None, content["recipient_name"], None
+    # Counts toward the limit whenever the command said to respect it, also a draft
+    # that is queued later (delivery then holds it back until the window allows).
+    limits = {**command, "limited": command.get("respect_contact_limit", True)}
+    email = _email_row(limits, therapist, requests, identity, now)
+    _fill(email, rendered, queue=command.get("queue", True), now=now)
+    return email, rendered
+
+
+def _known_request(session: Session, request_id: int) -> dict[str, Any] | None:
+    """A placement request as the last email about it described it."""
+    batch = session.scalars(
+        select(EmailBatch).where(EmailBatch.placement_request_id == request_id).order_by(EmailBatch.id.desc()).limit(1)
+    ).first()
+    if batch is None:
+        return None
+    return {
+        "placement_request_id": request_id,
+        "patient_id": batch.patient_id,
+        "registered_at": batch.registered_at.isoformat() if batch.registered_at else None,
+        "patient": dict(batch.patient),
+    }
+
+
+def _new_email(
+    command: Mapping[str, Any],
+    requests: list[Mapping[str, Any]],
+    render: Render,
+    identity: Identity,
+    now: datetime,
+) -> tuple[Email, RenderedEmail | None]:
+    """A templated email (contact request, follow-up, confirmation). A template
+    that cannot be rendered fails this one email, with the reason."""
+    email = _email_row(command, command["therapist"], requests, identity, now)
+    try:
+        rendered = render(
+            command["template"], email_context(command["therapist"], requests, identity), email.therapist_id
+        )
+    except RenderError as exc:
+        email.subject, email.body_html, email.body_text = f"({command['template']})", "", ""
+        email.status = EmailStatus.FAILED
+        email.error_message = str(exc)
+        return email, None
+    _fill(email, rendered, queue=True, now=now)
+    return email, rendered
+
+
+def _email_row(
+    command: Mapping[str, Any],
+    therapist: Mapping[str, Any],
+    requests: list[Mapping[str, Any]],
+    identity: Identity,
+    now: datetime,
+) -> Email:
+    key = command["email_key"]
+    kind = command["email_kind"]
+    return Email(
         email_key=key,
-        therapist_id=therapist_id,
+        therapist_id=int(therapist["therapist_id"]),
         kind=kind,
-        template=command["template"],
+        template=command.get("template"),
         recipient_email=therapist["email"],
-        recipient_name=recipient_name(therapist),
+        recipient_name=recipient_name(therapist) or therapist["email"],
         sender_email=identity.sender_email,
         sender_name=identity.sender_name,
         placement_request_ids=[int(r["placement_request_id"]) for r in requests],
         message_id=message_id_for(key, identity.sender_email),
         priority=PRIORITY.get(kind, PRIORITY[CONTACT_REQUEST]),
-        oldest_registered_at=min((datetime.fromisoformat(r["registered_at"]) for r in requests), default=None),
+        oldest_registered_at=min(
+            (datetime.fromisoformat(r["registered_at"]) for r in requests if r.get("registered_at")), default=None
+        ),
         counts_toward_limit=bool(command.get("limited", kind != CONFIRMATION)),
         retry_count=0,
+        response_received=False,
         created_at=now,
+        updated_at=now,
         batches=[
             EmailBatch(
                 placement_request_id=int(r["placement_request_id"]),
                 patient_id=int(r["patient_id"]),
                 position=position,
-                registered_at=datetime.fromisoformat(r["registered_at"]),
+                registered_at=datetime.fromisoformat(r["registered_at"]) if r.get("registered_at") else None,
                 patient=dict(r.get("patient") or {}),
                 created_at=now,
+                updated_at=now,
             )
             for position, r in enumerate(requests)
         ],
     )
-    try:
-        rendered = render(command["template"], email_context(therapist, requests, identity), therapist_id)
-    except RenderError as exc:
-        email.subject, email.body_html, email.body_text = f"({command['template']})", "", ""
-        email.status = EmailStatus.FAILED
-        email.error_message = str(exc)
-    else:
-        email.subject, email.body_html, email.body_text = rendered.subject, rendered.html, rendered.text
-        email.status = EmailStatus.QUEUED
-        email.queued_at = now
-        email.next_attempt_at = now
-    session.add(email)
-    session.flush()
 
+
+def _fill(email: Email, rendered: RenderedEmail, *, queue: bool, now: datetime) -> None:
+    email.subject, email.body_html, email.body_text = rendered.subject, rendered.html, rendered.text
+    if queue:
+        email.status = EmailStatus.QUEUED
+        email.queued_at = email.next_attempt_at = now
+    else:
+        email.status = EmailStatus.DRAFT
+
+
+def _created_rows(
+    command: Mapping[str, Any],
+    email: Email,
+    rendered: RenderedEmail | None,
+    channels: Channels,
+    now: datetime,
+) -> list[dict[str, Any]]:
     causation = command.get("causation_id")
-    add_event(
-        session,
-        channels.events,
-        "communication.email_created",
-        therapist_id,
-        {
-            "email_id": email.id,
-            "kind": kind,
-            "template": email.template,
-            "subject": email.subject,
-            "placement_request_ids": email.placement_request_ids,
-            "status": email.status.value,
-        },
-        now,
-        causation_id=causation,
-    )
-    if email.status is EmailStatus.QUEUED:
-        add_event(
-            session,
+    created = {
+        "email_id": email.id,
+        "kind": email.kind,
+        "template": email.template,
+        "subject": email.subject,
+        "placement_request_ids": email.placement_request_ids,
+        "status": email.status.value,
+    }
+    rows = [
+        event_row(
+            channels.events, "communication.email_created", email.therapist_id, created, now, causation_id=causation
+        )
+    ]
+    if rendered is None:
+        return rows + _failure_rows(email, channels, now, retry=False)
+    if email.status is EmailStatus.DRAFT:
+        return rows
+    rows.append(
+        event_row(
             channels.events,
             "communication.email_queued",
-            therapist_id,
+            email.therapist_id,
             {"email_id": email.id},
             now,
             causation_id=causation,
         )
-        if rendered.fallback_reason is not None:
-            # A broken per-therapist template must not block the email: it went
-            # out with the standard wording, and a person is told to fix it.
-            add_event(
-                session,
-                channels.events,
-                "communication.alert",
-                therapist_id,
-                {
-                    "severity": "warning",
-                    "code": "template_override_broken",
-                    "email_id": email.id,
-                    "message": f"email {email.id}: the therapist's own template could not be used, "
-                    f"the standard template was: {rendered.fallback_reason}",
-                },
-                now,
-                causation_id=causation,
-            )
-    else:
-        _report_final_failure(session, email, channels, now)
-    return email.id
+    )
+    if rendered.fallback_reason is not None:
+        # A broken per-therapist template must not block the email: it goes out
+        # with the standard wording, and a person is told to fix the template.
+        alert = {
+            "severity": "warning",
+            "code": "template_override_broken",
+            "email_id": email.id,
+            "message": f"email {email.id}: the therapist's own template could not be used, "
+            f"the standard template was: {rendered.fallback_reason}",
+        }
+        rows.append(
+            event_row(channels.events, "communication.alert", email.therapist_id, alert, now, causation_id=causation)
+        )
+    return rows
 
 
-def _not_yet_emailed(session: Session, requests: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+def _already_emailed(session: Session, request_ids: list[int]) -> set[int]:
     """Second line of defence for "a placement request is emailed about once": the
     table recognises replays for a retention period; the database remembers forever."""
-    ids = [int(r["placement_request_id"]) for r in requests]
-    emailed = set(
+    if not request_ids:
+        return set()
+    return set(
         session.scalars(
             select(EmailBatch.placement_request_id)
             .join(Email)
             .where(
-                EmailBatch.placement_request_id.in_(ids),
+                EmailBatch.placement_request_id.in_(request_ids),
                 Email.kind == CONTACT_REQUEST,
                 Email.status != EmailStatus.FAILED,
             )
         )
     )
-    return [r for r in requests if int(r["placement_request_id"]) not in emailed]
 
 
 def _with_known_patient(session: Session, request: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -356,39 +493,66 @@ def _snapshot(email: Email) -> ClaimedEmail:
     )
 
 
+def release_claims(session: Session, email_ids: list[int], worker: str) -> None:
+    """Put claimed emails that were not tried back in the queue, attempts untouched."""
+    session.execute(
+        update(Email)
+        .where(Email.id.in_(email_ids), Email.claimed_by == worker, Email.status == EmailStatus.SENDING)
+        .values(status=EmailStatus.QUEUED, claimed_by=None, claim_expires_at=None)
+    )
+
+
 def record_sent(session: Session, email_id: int, sent_at: datetime, channels: Channels) -> None:
-    email = session.get(Email, email_id)
-    if email is None or email.status is EmailStatus.SENT:
-        return
-    email.status = EmailStatus.SENT
-    email.sent_at = sent_at
-    email.error_message = None
-    email.next_attempt_at = email.claimed_by = email.claim_expires_at = None
-    add_event(
-        session,
-        channels.events,
-        "communication.email_sent",
-        email.therapist_id,
-        {
-            "email_id": email.id,
-            "message_id": email.message_id,
-            "sent_at": sent_at.isoformat(),
-            "placement_request_ids": email.placement_request_ids,
-        },
-        sent_at,
-    )
-    _feedback(
-        session,
-        channels,
-        email.therapist_id,
-        {
+    """Mark an email sent (once: a second call changes nothing) and report it."""
+    record_sent_many(session, [(email_id, sent_at)], channels)
+
+
+def record_sent_many(session: Session, sent: Sequence[tuple[int, datetime]], channels: Channels) -> None:
+    """Mark a group of emails sent in one statement and report each; emails already
+    marked are left alone, so recording twice changes nothing."""
+    when = dict(sent)
+    sent_at = case({email_id: literal(at, UTCDateTime()) for email_id, at in when.items()}, value=Email.id)
+    rows = session.execute(
+        update(Email)
+        .where(Email.id.in_(list(when)), Email.status != EmailStatus.SENT)
+        .values(
+            status=EmailStatus.SENT,
+            sent_at=sent_at,
+            updated_at=sent_at,
+            error_message=None,
+            next_attempt_at=None,
+            claimed_by=None,
+            claim_expires_at=None,
+        )
+        .returning(
+            Email.id,
+            Email.therapist_id,
+            Email.message_id,
+            Email.email_key,
+            Email.counts_toward_limit,
+            Email.placement_request_ids,
+        )
+        .execution_options(synchronize_session=False)
+    ).all()
+    messages = []
+    for email_id, therapist_id, message_id, email_key, limited, request_ids in sorted(rows):
+        at = when[email_id]
+        payload = {
+            "email_id": email_id,
+            "message_id": message_id,
+            "sent_at": at.isoformat(),
+            "placement_request_ids": request_ids,
+        }
+        feedback = {
             "kind": "email_sent",
-            "email_key": email.email_key,
-            "limited": email.counts_toward_limit,
-            "sent_at": sent_at.isoformat(),
-        },
-        sent_at,
-    )
+            "email_key": email_key,
+            "limited": limited,
+            "sent_at": at.isoformat(),
+            "therapist_id": therapist_id,
+        }
+        messages.append(event_row(channels.events, "communication.email_sent", therapist_id, payload, at))
+        messages.append(message_row(channels.inbox, str(therapist_id), dumps(feedback), at))
+    add_rows(session, messages)
 
 
 def record_failure(
@@ -415,58 +579,32 @@ def record_failure(
     else:
         email.status = EmailStatus.FAILED
         email.next_attempt_at = None
-    add_event(
-        session,
-        channels.events,
-        "communication.email_failed",
-        email.therapist_id,
-        {
-            "email_id": email.id,
-            "error": email.error_message,
-            "retry_count": email.retry_count,
-            "will_retry": retry,
-            "next_attempt_at": email.next_attempt_at.isoformat() if email.next_attempt_at else None,
-        },
-        now,
-    )
-    if not retry:
-        _report_final_failure(session, email, channels, now, already_reported=True)
+    add_rows(session, _failure_rows(email, channels, now, retry=retry))
     return retry
 
 
-def _report_final_failure(
-    session: Session, email: Email, channels: Channels, now: datetime, *, already_reported: bool = False
-) -> None:
-    if not already_reported:
-        add_event(
-            session,
-            channels.events,
-            "communication.email_failed",
-            email.therapist_id,
-            {
-                "email_id": email.id,
-                "error": email.error_message,
-                "retry_count": email.retry_count,
-                "will_retry": False,
-                "next_attempt_at": None,
-            },
-            now,
-        )
-    add_event(
-        session,
-        channels.events,
-        "communication.alert",
-        email.therapist_id,
-        {
+def _failure_rows(email: Email, channels: Channels, now: datetime, *, retry: bool) -> list[dict[str, Any]]:
+    """``email_failed`` for an attempt; when it failed for good, also an alert and
+    the news to the therapist agent (a failed email no longer holds the window)."""
+    failed = {
+        "email_id": email.id,
+        "error": email.error_message,
+        "retry_count": email.retry_count,
+        "will_retry": retry,
+        "next_attempt_at": email.next_attempt_at.isoformat() if retry and email.next_attempt_at else None,
+    }
+    rows = [event_row(channels.events, "communication.email_failed", email.therapist_id, failed, now)]
+    if not retry:
+        alert = {
             "severity": "error",
             "code": "email_failed",
             "email_id": email.id,
             "message": f"email {email.id} ({email.kind}) to therapist {email.therapist_id} failed "
             f"for good after {email.retry_count} attempt(s): {email.error_message}",
-        },
-        now,
-    )
-    _abandon(session, channels, email.therapist_id, email.email_key, now)
+        }
+        rows.append(event_row(channels.events, "communication.alert", email.therapist_id, alert, now))
+        rows.append(_abandon_row(channels, email.therapist_id, email.email_key, now))
+    return rows
 
 
 def settle_request(session: Session, command: Mapping[str, Any], now: datetime) -> None:

@@ -4,7 +4,6 @@ email, the delivery schedule and claim, a transactional outbox and named leases.
 
 from __future__ import annotations
 
-import enum
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +26,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from domain.email_status import EmailStatus
+
+__all__ = ["Base", "Email", "EmailBatch", "EmailStatus", "Lease", "OutboxMessage", "ProcessedCommand"]
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -60,14 +63,6 @@ class UTCDateTime(TypeDecorator[datetime]):
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 # SQLite only auto-increments an INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
-
-
-class EmailStatus(enum.StrEnum):
-    DRAFT = "entwurf"
-    QUEUED = "in_warteschlange"
-    SENDING = "wird_gesendet"
-    SENT = "gesendet"
-    FAILED = "fehlgeschlagen"
 
 
 class Base(DeclarativeBase):
@@ -191,3 +186,15 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str | None] = mapped_column(String(128))
     expires_at: Mapped[datetime | None]
+
+
+class ProcessedCommand(Base):
+    """A command (by its event_id) that was carried out or rejected: a replay of it
+    changes nothing (CONTRACT §1)."""
+
+    __tablename__ = "processed_commands"
+
+    command_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    command_type: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))  # "done" or "rejected"
+    processed_at: Mapped[datetime] = mapped_column(default=utcnow)

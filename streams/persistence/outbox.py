@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Insert, delete, or_, select, update
+from sqlalchemy import Insert, delete, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -30,24 +30,34 @@ class PendingMessage:
     value: str
 
 
-def add_message(session: Session, topic: str, key: str | None, value: bytes | str, now: datetime) -> None:
+def message_row(topic: str, key: str | None, value: bytes | str, now: datetime) -> dict[str, Any]:
     text = value.decode("utf-8") if isinstance(value, bytes) else value
-    session.add(OutboxMessage(topic=topic, key=key, value=text, created_at=now))
+    return {"topic": topic, "key": key, "value": text, "created_at": now}
 
 
-def add_event(
-    session: Session,
+def add_rows(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert at once (not at flush), so outbox ids follow the order of the rows."""
+    if rows:
+        session.execute(insert(OutboxMessage), list(rows))
+
+
+def add_message(session: Session, topic: str, key: str | None, value: bytes | str, now: datetime) -> None:
+    add_rows(session, [message_row(topic, key, value, now)])
+
+
+def event_row(
     topic: str,
     event_type: str,
-    therapist_id: int,
+    therapist_id: int | None,
     payload: dict[str, Any],
     now: datetime,
     *,
     causation_id: str | None = None,
     event_id: str | None = None,
-) -> None:
+) -> dict[str, Any]:
     """An output event (CONTRACT §4) keyed by therapist; its event_id is fixed now,
-    so a relay that publishes it twice publishes the same event."""
+    so a relay that publishes it twice publishes the same event. Events about the
+    service itself (e.g. an SMTP outage alert) have no therapist: null, no key."""
     document = envelope(
         event_type,
         {"therapist_id": therapist_id, **payload},
@@ -55,7 +65,32 @@ def add_event(
         occurred_at=now,
         causation_id=causation_id,
     )
-    add_message(session, topic, str(therapist_id), dumps(document), now)
+    return message_row(topic, None if therapist_id is None else str(therapist_id), dumps(document), now)
+
+
+def command_rejected_row(
+    topic: str, command_id: str, command_type: str, therapist_id: int | None, reason: str, now: datetime
+) -> dict[str, Any]:
+    """``communication.command_rejected``: the command changed nothing, and why."""
+    payload = {"command_id": command_id, "command_type": command_type, "reason": reason}
+    return event_row(topic, "communication.command_rejected", therapist_id, payload, now, causation_id=command_id)
+
+
+def add_event(
+    session: Session,
+    topic: str,
+    event_type: str,
+    therapist_id: int | None,
+    payload: dict[str, Any],
+    now: datetime,
+    *,
+    causation_id: str | None = None,
+    event_id: str | None = None,
+) -> None:
+    add_rows(
+        session,
+        [event_row(topic, event_type, therapist_id, payload, now, causation_id=causation_id, event_id=event_id)],
+    )
 
 
 def unpublished(session: Session, limit: int) -> list[PendingMessage]:

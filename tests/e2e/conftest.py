@@ -1,58 +1,44 @@
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from streams.local_broker import LocalBroker
-from streams.smtp_capture import SmtpCapture
-from tests.e2e.harness import FAST, Collector, Mailbox, Publisher, Service, Topics
-from tests.services import postgres_database
+from tests.e2e.harness import Service, open_service
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
-    """One Tansu broker for the session; every test uses topics and an app id of its own."""
+    """One Tansu broker per test process; every test uses topics and an app id of its own."""
     log = tmp_path_factory.mktemp("broker") / "tansu.log"
     with LocalBroker(log_path=log) as running:
         yield running
 
 
 @pytest.fixture
-async def service(broker: LocalBroker, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Service]:
-    prefix = f"t{uuid.uuid4().hex[:8]}"
-    topics = Topics.unique(prefix)
-    smtp = SmtpCapture().start()
-    with postgres_database() as database_url:
-        environ = {
-            **FAST,
-            **topics.environ(),
-            "COMM_KAFKA_BROKER": broker.url,
-            "COMM_APP_ID": prefix,
-            "COMM_DATABASE_URL": database_url,
-            "COMM_SMTP_HOST": "127.0.0.1",
-            "COMM_SMTP_PORT": str(smtp.port),
-        }
-        publisher = await Publisher(broker.bootstrap).start()
-        collector = Collector(broker.bootstrap, [topics.events, topics.dlq])
-        log_path = tmp_path / "worker.log"
-        svc = Service(broker, topics, database_url, smtp, Mailbox(smtp), publisher, collector, environ, log_path)
-        try:
-            yield svc
-        finally:
-            for worker in svc.workers:
-                if worker.running:
-                    worker.kill()
-            if hasattr(collector, "task"):
-                await collector.stop()
-            await publisher.stop()
-            smtp.stop()
-            if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
-                print(f"--- worker log ({log_path}) ---\n" + log_path.read_text(errors="replace")[-8000:])
+def make_service(
+    broker: LocalBroker, tmp_path: Path, request: pytest.FixtureRequest
+) -> Callable[..., AbstractAsyncContextManager[Service]]:
+    """Open a service with options: ``broker=`` (e.g. a private one to pause),
+    ``database_url=`` (e.g. a private cluster to stop), ``smtp=``, extra settings."""
+
+    def make(**options: Any) -> AbstractAsyncContextManager[Service]:
+        options.setdefault("broker", broker)
+        return open_service(tmp_path=tmp_path, node=request.node, **options)
+
+    return make
+
+
+@pytest.fixture
+async def service(make_service: Callable[..., AbstractAsyncContextManager[Service]]) -> AsyncIterator[Service]:
+    async with make_service() as svc:
+        yield svc
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)

@@ -11,7 +11,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from sqlalchemy import create_engine, text
 
 from streams.local_broker import LocalBroker
 from streams.smtp_capture import Received, SmtpCapture
+from tests.services import postgres_database
 
 READY_LINE = b"commsvc worker ready"
 
@@ -279,6 +282,27 @@ class Service:
     async def matches(self, *documents: dict[str, Any]) -> None:
         await self.publish(self.topics.matching, documents, "placement_request_id")
 
+    async def command(
+        self, event_type: str, payload: dict[str, Any], *, key: int | None = None, event_id: str | None = None
+    ) -> str:
+        """Publish a command on communication-commands (keyed by therapist); its event_id."""
+        document = {
+            "event_id": event_id or str(uuid.uuid4()),
+            "event_type": event_type,
+            "schema_version": 1,
+            "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+            "producer": "staff-tool",
+            "payload": payload,
+        }
+        therapist = key if key is not None else payload.get("therapist_id", 0)
+        await self.publisher.send(self.topics.commands, therapist, document)
+        return str(document["event_id"])
+
+    async def rejection(self, command_id: str, timeout: float = 30.0) -> str:
+        """The reason given for rejecting ``command_id``."""
+        [found] = await self.wait_event("communication.command_rejected", timeout=timeout, command_id=command_id)
+        return str(found["payload"]["reason"])
+
     def events(self, event_type: str | None = None, **payload: Any) -> list[dict[str, Any]]:
         return self.collector.of(self.topics.events, event_type, **payload)
 
@@ -291,8 +315,91 @@ class Service:
             f"{count} x {event_type} {payload}",
         )
 
+    async def smtp_count(self, count: int, timeout: float = 60.0) -> None:
+        """Until the SMTP server accepted at least ``count`` messages."""
+        await self._until(lambda: len(self.smtp.messages) >= count, timeout, f"{count} emails")
+
+    async def smtp_distinct_messages(self, count: int, timeout: float = 60.0) -> None:
+        """Until ``count`` distinct Message-IDs arrived."""
+        await self._until(
+            lambda: len({r.message["Message-ID"] for r in self.smtp.messages}) >= count,
+            timeout,
+            f"{count} distinct emails",
+        )
+
+    @staticmethod
+    async def _until(check: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            await asyncio.sleep(0.05)  # the SMTP server runs in its own thread
+
+    async def wait_log(self, text: str, timeout: float = 30.0) -> None:
+        """Until the workers' log contains ``text``."""
+        deadline = time.monotonic() + timeout
+        while text.encode() not in self.log_path.read_bytes():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not in the worker log within {timeout}s")
+            await asyncio.sleep(0.1)  # polling the log file
+
     def dead_letters(self) -> list[dict[str, Any]]:
         return self.collector.records.get(self.topics.dlq, [])
 
     def query(self, sql: str, **params: Any) -> list[Any]:
         return query(self.database_url, sql, **params)
+
+
+@asynccontextmanager
+async def open_service(
+    *,
+    broker: LocalBroker,
+    tmp_path: Path,
+    node: Any = None,
+    database_url: str | None = None,
+    smtp: SmtpCapture | None = None,
+    **settings: str,
+) -> AsyncIterator[Service]:
+    """Everything a test talks to, with topics and an app id of its own; workers are
+    started by the test (``service.up()``) and killed on the way out."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    topics = Topics.unique(prefix)
+    smtp = smtp or SmtpCapture()
+    smtp.start()
+    async with _database(database_url) as url:
+        environ = {
+            **FAST,
+            **topics.environ(),
+            "COMM_KAFKA_BROKER": broker.url,
+            "COMM_APP_ID": prefix,
+            "COMM_DATABASE_URL": url,
+            "COMM_SMTP_HOST": "127.0.0.1",
+            "COMM_SMTP_PORT": str(smtp.port),
+            **settings,
+        }
+        publisher = await Publisher(broker.bootstrap).start()
+        collector = Collector(broker.bootstrap, [topics.events, topics.dlq])
+        log_path = tmp_path / f"worker-{prefix}.log"
+        svc = Service(broker, topics, url, smtp, Mailbox(smtp), publisher, collector, environ, log_path)
+        try:
+            yield svc
+        finally:
+            for worker in svc.workers:
+                if worker.running:
+                    worker.kill()
+            if hasattr(collector, "task"):
+                await collector.stop()
+            await publisher.stop()
+            smtp.stop()
+            report = getattr(node, "rep_call", None)
+            if report is not None and report.failed and log_path.exists():
+                print(f"--- worker log ({log_path}) ---\n" + log_path.read_text(errors="replace")[-8000:])
+
+
+@asynccontextmanager
+async def _database(url: str | None) -> AsyncIterator[str]:
+    if url is not None:
+        yield url
+        return
+    with postgres_database() as fresh:
+        yield fresh

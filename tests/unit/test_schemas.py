@@ -124,3 +124,67 @@ def test_dead_letter_keeps_the_original_bytes():
     assert binary["value_encoding"] == "base64"
     assert base64.b64decode(binary["value"]) == b"\xff\x00"
     assert binary["key"] is None
+
+
+from streams.schemas import COMMANDS  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("event_type", "payload", "fragment"),
+    [
+        ("communication.create_email", {"therapist_id": 1}, "give either template"),
+        ("communication.create_email", {"therapist_id": 1, "template": "x", "subject": "s"}, "give either template"),
+        ("communication.create_email", {"therapist_id": 1, "subject": "s"}, "subject and body_html are both needed"),
+        (
+            "communication.create_email",
+            {"therapist_id": 1, "subject": "a\nBcc: x", "body_html": "<p>x"},
+            "payload.subject",
+        ),
+        (
+            "communication.create_email",
+            {"therapist_id": 1, "template": "x", "recipient_email": "nope"},
+            "payload.recipient_email",
+        ),
+        ("communication.update_email", {"email_id": 1}, "nothing to change"),
+        ("communication.record_email_response", {"email_id": 1, "responses": []}, "payload.received_at"),
+        (
+            "communication.record_email_response",
+            {
+                "email_id": 1,
+                "received_at": "2026-11-22T10:00:00+01:00",
+                "responses": [{"placement_request_id": 3, "outcome": "vielleicht"}],
+            },
+            "payload.responses.0.outcome",
+        ),
+        ("communication.update_email_batch", {"email_id": 1, "placement_request_id": 2}, "payload.outcome"),
+        ("communication.send_fax", {}, "unknown event type"),
+    ],
+)
+def test_malformed_commands_are_rejected_naming_the_field(event_type, payload, fragment):
+    rejection = parse_input(event(event_type, payload), COMMANDS)
+    assert isinstance(rejection, Rejection)
+    assert fragment in rejection.reason
+
+
+def test_valid_commands():
+    for event_type, payload in [
+        ("communication.create_email", {"therapist_id": 1, "template": "initial_contact", "context": {"x": 1}}),
+        (
+            "communication.create_email",
+            {"therapist_id": 1, "subject": "Rückfrage", "body_html": "<p>Hallo</p>", "queue": False},
+        ),
+        ("communication.update_email", {"email_id": 1, "status": "in_warteschlange"}),
+        (
+            "communication.record_email_response",
+            {
+                "email_id": 1,
+                "received_at": "2026-11-22T10:00:00+01:00",
+                "responses": [{"placement_request_id": 3, "outcome": "no_capacity"}],
+            },
+        ),
+        (
+            "communication.update_email_batch",
+            {"email_id": 1, "placement_request_id": 3, "outcome": "needs_info", "notes": "x"},
+        ),
+    ]:
+        assert isinstance(parse_input(event(event_type, payload), COMMANDS), InputEvent)

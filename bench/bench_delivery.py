@@ -1,0 +1,277 @@
+"""Delivery benchmark (issue 3): N therapists with a waiting request each -> all
+emails delivered to a local SMTP server, in emails/s per worker.
+
+In the same run, over the same messages: a bare aiosmtplib loop sending the
+pre-rendered messages over one connection (the limit of SMTP on this machine).
+The SMTP server runs in a process of its own and timestamps each arrival.
+
+The worker's rate is measured from the first to the last arrival; the
+"batch run -> last email" time is reported too (it includes rendering and storing
+every email). The database is PostgreSQL (a fresh database on the local server) or
+SQLite (--database sqlite).
+
+    .venv/bin/python bench/bench_delivery.py [--therapists 1000] [--repeats 3] [--database postgresql]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiosmtplib
+from aiokafka import AIOKafkaProducer
+
+from streams.local_broker import LocalBroker, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.services import postgres_database  # noqa: E402
+
+
+def envelope(event_type: str, payload: dict) -> bytes:
+    return json.dumps(
+        {
+            "event_id": str(uuid.uuid4()),
+            "event_type": event_type,
+            "schema_version": 1,
+            "occurred_at": datetime.now(UTC).isoformat(),
+            "producer": "bench",
+            "payload": payload,
+        }
+    ).encode()
+
+
+class Sink:
+    def __init__(self, work: Path, name: str) -> None:
+        self.path = work / f"{name}.arrivals"
+        self.path.touch()
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "smtp_sink.py"), str(self.path), str(self.port)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None and self.process.stdout.readline().strip() == "ready"
+
+    def arrivals(self) -> list[float]:
+        return [float(line.split(" ", 1)[0]) for line in self.path.read_text().splitlines()]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+async def wait_for(check, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        await asyncio.sleep(0.05)  # polling a file the sink appends to
+
+
+async def pipeline(broker: LocalBroker, database_url: str, therapists: int, work: Path) -> tuple[float, float, Path]:
+    """(emails/s from first to last arrival, seconds from batch run to last arrival, eml dir)."""
+    app_id = f"deliv-{uuid.uuid4().hex[:6]}"
+    sink = Sink(work, app_id)
+    every = 20
+    environ = {
+        "COMM_KAFKA_BROKER": broker.url,
+        "COMM_APP_ID": app_id,
+        "COMM_DATABASE_URL": database_url,
+        "COMM_SMTP_HOST": "127.0.0.1",
+        "COMM_SMTP_PORT": str(sink.port),
+        **{f"COMM_TOPIC_{t.upper()}": f"{app_id}-{t}" for t in ("matching", "therapists", "commands", "events", "dlq")},
+        "COMM_BATCH_SCHEDULE": f"{every}s",
+        "COMM_PARTITIONS": "8",
+        "COMM_PRODUCER_MAX_BATCH_SIZE": "1",
+        "COMM_CONSUMER_FETCH_MAX_WAIT": "50ms",
+        "COMM_BROKER_SESSION_TIMEOUT": "2s",
+        "COMM_BROKER_HEARTBEAT_INTERVAL": "400ms",
+        "COMM_TABLE_STANDBY_REPLICAS": "0",
+        "COMM_POLL_INTERVAL": "200ms",
+        "COMM_LOG_LEVEL": "WARNING",
+    }
+    log = work / f"{app_id}.log"
+    with open(log, "wb") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker"],
+            env={**os.environ, **environ},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+    try:
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=5)
+        await producer.start()
+        # Wait for the worker to create its topics, then publish everything at once.
+        await wait_for_topic(broker, f"{app_id}-therapist-inbox", worker)
+        for t in range(1, therapists + 1):
+            await producer.send(
+                f"{app_id}-therapists",
+                envelope(
+                    "therapist.created",
+                    {
+                        "therapist_id": t,
+                        "email": f"t{t}@praxis.example",
+                        "first_name": "Eva",
+                        "last_name": f"M{t}",
+                        "salutation": "Frau",
+                        "title": "Dr.",
+                    },
+                ),
+                key=str(t).encode(),
+            )
+            await producer.send(
+                f"{app_id}-matching",
+                envelope(
+                    "match.created",
+                    {
+                        "placement_request_id": t,
+                        "therapist_id": t,
+                        "patient_id": 10_000 + t,
+                        "patient": {
+                            "registered_at": "2026-01-01T10:00:00+01:00",
+                            "first_name": "Anna",
+                            "last_name": "B.",
+                            "age": 34,
+                            "insurance": "AOK",
+                            "diagnosis": "F32.1",
+                        },
+                    },
+                ),
+                key=str(t).encode(),
+            )
+        await producer.flush()
+        await producer.stop()
+        await wait_for(lambda: len(sink.arrivals()) >= therapists, 300, "all emails delivered")
+        arrivals = sorted(sink.arrivals())
+        run_at = int(arrivals[0]) // every * every  # batch runs fall on multiples of `every`
+        return (therapists - 1) / (arrivals[-1] - arrivals[0]), arrivals[-1] - run_at, sink.path
+    finally:
+        worker.terminate()
+        worker.wait(timeout=20)
+        sink.stop()
+
+
+async def wait_for_topic(broker: LocalBroker, name: str, worker: subprocess.Popen[bytes]) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + 60
+        while name not in await admin.list_topics():
+            if worker.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the worker did not start")
+            await asyncio.sleep(0.1)  # the worker creates its topics at start
+    finally:
+        await admin.close()
+
+
+async def bare_loop(messages: list[bytes], work: Path) -> float:
+    sink = Sink(work, f"bare-{uuid.uuid4().hex[:6]}")
+    try:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=sink.port, start_tls=False)
+        await client.connect()
+        for raw in messages:
+            await client.sendmail("vermittlung@therapieplatz.example", ["t@praxis.example"], raw)
+        await client.quit()
+        await wait_for(lambda: len(sink.arrivals()) >= len(messages), 60, "bare loop")
+        arrivals = sorted(sink.arrivals())
+        return (len(messages) - 1) / (arrivals[-1] - arrivals[0])
+    finally:
+        sink.stop()
+
+
+def rendered_messages(therapists: int) -> list[bytes]:
+    """The same kind of message the worker sends, rendered once up front."""
+    from zoneinfo import ZoneInfo
+
+    from streams.email_message import OutgoingEmail, build_message, message_id_for
+    from streams.persistence.emails import Identity, email_context
+    from streams.rendering import Renderer
+
+    renderer = Renderer(ZoneInfo("Europe/Berlin"))
+    identity = Identity("vermittlung@therapieplatz.example", "Therapieplatz-Vermittlung")
+    out = []
+    for t in range(1, therapists + 1):
+        therapist = {
+            "therapist_id": t,
+            "email": f"t{t}@praxis.example",
+            "first_name": "Eva",
+            "last_name": f"M{t}",
+            "salutation": "Frau",
+            "title": "Dr.",
+        }
+        patient = {"first_name": "Anna", "last_name": "B.", "age": 34, "insurance": "AOK", "diagnosis": "F32.1"}
+        request = {
+            "placement_request_id": t,
+            "patient_id": 10_000 + t,
+            "registered_at": "2026-01-01T10:00:00+01:00",
+            "patient": patient,
+        }
+        rendered = renderer.render("initial_contact", email_context(therapist, [request], identity), t)
+        outgoing = OutgoingEmail(
+            message_id_for(str(uuid.uuid4()), identity.sender_email),
+            identity.sender_email,
+            identity.sender_name,
+            therapist["email"],
+            "Dr. Eva M",
+            rendered.subject,
+            rendered.text,
+            rendered.html,
+        )
+        out.append(build_message(outgoing, datetime.now(UTC)).as_bytes())
+    return out
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--therapists", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--database", choices=["postgresql", "sqlite"], default="postgresql")
+    args = parser.parse_args()
+    messages = rendered_messages(args.therapists)
+    rates: dict[str, list[float]] = {"service worker": [], "bare aiosmtplib loop": []}
+    end_to_end: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp, LocalBroker(log_path=Path(tmp) / "tansu.log") as broker:
+        work = Path(tmp)
+        for repeat in range(args.repeats):
+            if args.database == "sqlite":
+                rate, total, _ = await pipeline(broker, f"sqlite:///{work / f'r{repeat}.db'}", args.therapists, work)
+            else:
+                with postgres_database() as url:
+                    rate, total, _ = await pipeline(broker, url, args.therapists, work)
+            bare = await bare_loop(messages, work)
+            rates["service worker"].append(rate)
+            rates["bare aiosmtplib loop"].append(bare)
+            end_to_end.append(total)
+            print(
+                f"repeat {repeat + 1}: worker {rate:7.0f} emails/s (batch run -> last email {total:.1f}s), "
+                f"bare loop {bare:7.0f} emails/s",
+                flush=True,
+            )
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    print(f"\n{args.therapists} emails, database {args.database}, median of {args.repeats} runs:\n")
+    print("| sender | emails/s (median) | runs |")
+    print("|---|---|---|")
+    for name, values in rates.items():
+        print(f"| {name} | {medians[name]:.0f} | {', '.join(f'{v:.0f}' for v in values)} |")
+    print(
+        f"\nworker / bare loop = {medians['service worker'] / medians['bare aiosmtplib loop']:.2f}; "
+        f"batch run -> last email delivered: median {statistics.median(end_to_end):.1f}s"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,37 @@
+"""An SMTP server for benchmarks, in its own process: accepts everything and appends
+"<arrival time> <Message-ID>" per message to the file given as the first argument.
+
+    python bench/smtp_sink.py ARRIVALS_FILE PORT
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from email.parser import BytesHeaderParser
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+
+class Sink:
+    def __init__(self, path: str) -> None:
+        self.out = open(path, "a", buffering=1)  # noqa: SIM115 - line-buffered for the reader
+        self.parser = BytesHeaderParser()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        message_id = self.parser.parsebytes(envelope.original_content or envelope.content)["Message-ID"]
+        self.out.write(f"{time.time():.6f} {message_id}\n")
+        return "250 OK"
+
+
+if __name__ == "__main__":
+    controller = Controller(Sink(sys.argv[1]), hostname="127.0.0.1", port=int(sys.argv[2]))
+    controller.start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print("ready", flush=True)
+    stop.wait()
+    controller.stop()

@@ -1,0 +1,82 @@
+"""Outages of the broker and the database (CONTRACT §5.7): the worker waits and
+retries instead of crashing or dropping work, and catches up afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from streams.local_broker import LocalBroker
+from tests.e2e.harness import Service
+from tests.events import match_created, therapist_created
+from tests.services import PrivateCluster
+
+
+def address(therapist_id: int) -> str:
+    return f"therapeut{therapist_id}@praxis.example"
+
+
+async def publish(service: Service, therapist_ids) -> None:
+    for therapist_id in therapist_ids:
+        await service.therapists(therapist_created(therapist_id))
+        await service.matches(match_created(therapist_id * 10, therapist_id, "2026-01-01T10:00:00+01:00"))
+
+
+def one_email_each(service: Service, therapist_ids) -> None:
+    for therapist_id in therapist_ids:
+        assert len(service.mailbox.to(address(therapist_id))) == 1, therapist_id
+
+
+async def test_broker_paused_and_resumed(make_service, tmp_path):
+    private = LocalBroker(log_path=tmp_path / "paused-broker.log").start()
+    try:
+        async with make_service(broker=private) as service:
+            worker = await service.up()
+            service.smtp.handler.delay = 0.3  # deliveries are still going on during the pause
+            await publish(service, range(1, 21))
+            await service.mailbox.wait_for(address(1), 1)
+            stored = service.query("SELECT count(*) FROM emails")[0][0]
+            private.pause()  # SIGSTOP: connections stay open, nothing answers
+            paused_at = time.monotonic()
+            delivered_before = len(service.smtp.messages)
+            # Email delivery runs from the database: it goes on while the broker is frozen.
+            while len(service.smtp.messages) <= delivered_before:
+                assert time.monotonic() - paused_at < 20, "no email was delivered while the broker was paused"
+                await asyncio.sleep(0.1)  # the SMTP server runs in its own thread
+            await asyncio.sleep(max(0.0, 6 - (time.monotonic() - paused_at)))  # keep it frozen for 6 s
+            private.resume()
+            assert worker.running
+            await publish(service, range(21, 26))  # and new input still flows after the pause
+            for therapist_id in range(1, 26):
+                await service.mailbox.wait_for(address(therapist_id), 1, timeout=60)
+            sent = await service.wait_event("communication.email_sent", count=25, timeout=60)
+            assert {e["payload"]["therapist_id"] for e in sent} == set(range(1, 26))
+            one_email_each(service, range(1, 26))
+            assert stored >= 1 and worker.running
+    finally:
+        private.stop()
+
+
+async def test_database_stopped_and_started(make_service):
+    cluster = PrivateCluster().start()
+    try:
+        async with make_service(database_url=cluster.url) as service:
+            worker = await service.up()
+            await publish(service, [1])
+            await service.mailbox.wait_for(address(1), 1)
+            cluster.stop()
+            await publish(service, range(2, 8))  # decided by the stream, but cannot be stored now
+            await service.wait_log("database unavailable")
+            assert worker.running and service.mailbox.to(address(2)) == []
+            cluster.start()
+            for therapist_id in range(2, 8):
+                await service.mailbox.wait_for(address(therapist_id), 1, timeout=60)
+            sent = await service.wait_event("communication.email_sent", count=7, timeout=60)
+            assert {e["payload"]["therapist_id"] for e in sent} == set(range(1, 8))
+            one_email_each(service, range(1, 8))
+            assert service.query("SELECT count(*), min(status), max(status) FROM emails") == [
+                (7, "gesendet", "gesendet")
+            ]
+            assert worker.running
+    finally:
+        cluster.destroy()
