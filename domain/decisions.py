@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -28,6 +28,8 @@ class SendEmail:
     therapist: TherapistProfile
     requests: tuple[PlacementRequest, ...]
     decided_at: datetime
+    # Extra template context (e.g. the date of the email a follow-up refers to).
+    context: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -78,4 +80,13 @@ class RejectCommand:
     reason: str
 
 
-Decision = SendEmail | DropRequest | SettleEmailedRequest | SendManualEmail | RejectCommand
+@dataclass(frozen=True)
+class SyncDirectory:
+    """The therapist's directory entry changed (or the therapist was deleted):
+    downstream keeps its copy (phone availability for calls) in step."""
+
+    profile: TherapistProfile | None
+    deleted: bool
+
+
+Decision = SendEmail | DropRequest | SettleEmailedRequest | SendManualEmail | RejectCommand | SyncDirectory

@@ -16,7 +16,7 @@ table may already contain the effect of an event that is delivered again.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,6 +24,7 @@ from domain import batching, contact_limit
 from domain.decisions import (
     CONFIRMATION,
     CONTACT_REQUEST,
+    FOLLOW_UP,
     MANUAL,
     Decision,
     DropRequest,
@@ -31,6 +32,7 @@ from domain.decisions import (
     SendEmail,
     SendManualEmail,
     SettleEmailedRequest,
+    SyncDirectory,
 )
 from domain.placement import ACCEPTED, CLOSING_STATUSES, PlacementRequest
 from domain.therapist import TherapistProfile
@@ -101,14 +103,25 @@ class TherapistState:
     # -- directory ---------------------------------------------------------
 
     def therapist_upserted(
-        self, event_id: str, occurred_at: datetime, profile: TherapistProfile, now: datetime
+        self,
+        event_id: str,
+        occurred_at: datetime,
+        profile: TherapistProfile,
+        now: datetime,
+        keep_availability: bool = False,
     ) -> list[Decision]:
+        """``keep_availability``: the event's availability was refused (invalid), the
+        rest of it applies and the previous availability stays."""
         if self._replayed(event_id, now) or self._stale(occurred_at):
             return []
+        if keep_availability:
+            previous = self.profile.availability if self.profile is not None else {}
+            profile = replace(profile, availability=previous)
         self.profile = profile
         self.profile_as_of = occurred_at
         self.deleted = False
-        decisions: list[Decision] = [self._confirmation(r, now) for r in self.awaiting_confirmation.values()]
+        decisions: list[Decision] = [SyncDirectory(profile, deleted=False)]
+        decisions.extend(self._confirmation(r, now) for r in self.awaiting_confirmation.values())
         self.awaiting_confirmation.clear()
         if profile.contact_blocked:
             decisions.extend(self._drop_all_pending(CONTACT_BLOCKED, now))
@@ -119,7 +132,7 @@ class TherapistState:
             return []
         self.deleted = True
         self.profile_as_of = occurred_at
-        return self._drop_all_pending(THERAPIST_DELETED, now)
+        return [SyncDirectory(None, deleted=True), *self._drop_all_pending(THERAPIST_DELETED, now)]
 
     # -- placement requests --------------------------------------------------
 
@@ -233,6 +246,25 @@ class TherapistState:
         if self.profile is None and not has_recipient:
             return f"therapist {self.therapist_id} is not known here yet; give recipient_email to write anyway"
         return None
+
+    def follow_up_email(
+        self,
+        email_key: str,
+        requests: tuple[PlacementRequest, ...],
+        original_sent_at: datetime | None,
+        now: datetime,
+    ) -> list[Decision]:
+        """A sent email's requests are still open and there is no phone availability:
+        a follow-up email, which counts toward (and waits for) the weekly limit."""
+        if self._replayed(email_key, now) or self.profile is None or self._refusal_reason() is not None:
+            return []
+        if not requests:
+            return []
+        self.in_flight[email_key] = InFlightEmail(
+            email_key, FOLLOW_UP, tuple(r.placement_request_id for r in requests), now, limited=True
+        )
+        context = {"original_sent_at": original_sent_at.isoformat()} if original_sent_at else {}
+        return [SendEmail(email_key, FOLLOW_UP, FOLLOW_UP, self.profile, requests, now, context)]
 
     # -- batch runs ------------------------------------------------------------
 

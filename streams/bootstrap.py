@@ -24,6 +24,7 @@ from streams.persistence.db import Database
 from streams.persistence.emails import Channels
 from streams.relay import OutboxRelay
 from streams.rendering import Renderer
+from streams.scheduled_work import ScheduledWork, call_policy
 from streams.sender_agent import SenderAgent
 from streams.settings import Settings
 from streams.therapist_agent import TherapistAgent, send_ticks
@@ -86,7 +87,7 @@ def build_app(services: Services) -> ServiceApp:
     app.agent(topics.therapists, name="ingest-therapists")(therapist_ingest(topics, clock))
     app.agent(topics.inbox, name="therapists")(TherapistAgent(settings, topics, table, clock))
     app.agent(topics.commands, name="commands")(
-        CommandAgent(topics, services.database, channels, services.wakeups, clock)
+        CommandAgent(topics, services.database, channels, services.wakeups, clock, call_policy(settings))
     )
     app.agent(topics.send_commands, name="sender")(
         SenderAgent(settings, topics, services.database, services.renderer, channels, services.wakeups, clock)
@@ -126,8 +127,12 @@ def build_app(services: Services) -> ServiceApp:
             loop=app.loop,
             beacon=app.beacon,
         )
+        scheduled = ScheduledWork(
+            settings, services.database, channels, services.wakeups, clock, loop=app.loop, beacon=app.beacon
+        )
         await app.add_runtime_dependency(delivery)
         await app.add_runtime_dependency(relay)
+        await app.add_runtime_dependency(scheduled)
         log.info("commsvc worker ready (id %s, app %s)", services.worker_id, settings.app_id)
 
     return ServiceApp(app, on_startup_finished)

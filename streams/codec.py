@@ -170,6 +170,7 @@ def send_email_command(decision: SendEmail, causation_id: str | None, limited: b
             "decided_at": decision.decided_at.isoformat(),
             "causation_id": causation_id,
             "limited": limited,
+            "context": dict(decision.context),
         }
     )
 

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import faust
@@ -22,7 +23,7 @@ from streams.codec import dumps
 from streams.delivery import ThrottledWarning, Wakeups
 from streams.dlq import publish_dead_letter
 from streams.log_safety import log_failure
-from streams.persistence import commands
+from streams.persistence import calls, commands
 from streams.persistence.db import Database
 from streams.persistence.emails import Channels
 from streams.schemas import COMMANDS, InputEvent, Rejection, parse_input
@@ -41,7 +42,13 @@ class CommandAgent:
         channels: Channels,
         wakeups: Wakeups,
         clock: Callable[[], datetime],
+        policy: calls.CallPolicy,
     ) -> None:
+        # The call commands need the booking rules (slot, notice, horizon, capacity, attempts).
+        self.handlers: dict[str, commands.Handler] = {
+            **commands.HANDLERS,
+            **{name: partial(handler, policy=policy) for name, handler in calls.CALL_HANDLERS.items()},
+        }
         self.topics = topics
         self.database = database
         self.channels = channels
@@ -96,7 +103,7 @@ class CommandAgent:
         delay = 0.5
         while True:
             try:
-                outcome = await self.database.run(commands.execute, stored, self.channels, self.clock())
+                outcome = await self.database.run(commands.execute, stored, self.channels, self.clock(), self.handlers)
                 break
             except SQLAlchemyError as exc:
                 self.database_warning("command agent: database unavailable (%s); retrying", type(exc).__name__)

@@ -10,6 +10,7 @@ from typing import Any
 
 import faust
 
+from domain.availability import InvalidAvailability, parse_availability
 from streams.app import Topics
 from streams.codec import dumps
 from streams.dlq import publish_dead_letter
@@ -56,6 +57,8 @@ def match_message(event: InputEvent) -> tuple[int, dict[str, Any]]:
 
 
 def therapist_message(event: InputEvent) -> tuple[int, dict[str, Any]]:
+    """The inbox message for a therapist event. Phone availability is checked here:
+    an invalid one is refused on its own (see IngestAgent), the rest still applies."""
     payload = event.payload
     common = {
         "event_id": event.event_id,
@@ -66,11 +69,14 @@ def therapist_message(event: InputEvent) -> tuple[int, dict[str, Any]]:
         return payload.therapist_id, {"kind": "therapist_deleted", **common}
     assert isinstance(payload, TherapistUpserted)
     profile = payload.model_dump(mode="json", exclude_none=True)
+    profile.pop("availability", None)
+    message: dict[str, Any] = {"kind": "therapist_upserted", "profile": profile, **common}
     if payload.availability is not None:
-        profile["availability"] = {
-            day: [r.model_dump() for r in ranges] for day, ranges in payload.availability.items()
-        }
-    return payload.therapist_id, {"kind": "therapist_upserted", "profile": profile, **common}
+        try:
+            profile["availability"] = parse_availability(payload.availability).as_mapping()
+        except InvalidAvailability as refused:
+            message["availability_refused"] = str(refused)
+    return payload.therapist_id, message
 
 
 class IngestAgent:
@@ -95,6 +101,14 @@ class IngestAgent:
                     await self.reject(message, parsed)
                     continue
                 therapist_id, forwarded = self.translate(parsed)
+                refused = forwarded.pop("availability_refused", None)
+                if refused is not None:
+                    # The availability goes to the DLQ for a person to fix; the rest applies.
+                    forwarded["keep_availability"] = True
+                    reason = f"payload.{refused} (the availability was refused; the rest of the event was applied)"
+                    await self.reject(
+                        message, Rejection(reason=reason, event_id=parsed.event_id, event_type=parsed.event_type)
+                    )
                 await self.topics.inbox.send(key=str(therapist_id).encode(), value=dumps(forwarded))
             except Exception as exc:
                 log_failure(log, "ingest: unexpected failure", exc)

@@ -13,6 +13,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -93,9 +94,12 @@ class MatchStatusChanged(_Model):
 # -- therapist-events --------------------------------------------------------------
 
 
-class TimeRange(_Model):
-    start: str
-    end: str
+def _iana_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("unknown time zone (expected an IANA name such as Europe/Berlin)") from None
+    return value
 
 
 class TherapistUpserted(_Model):
@@ -106,9 +110,11 @@ class TherapistUpserted(_Model):
     title: Line | None = None
     salutation: Line | None = None
     phone: Line | None = None
-    timezone: str | None = None
+    timezone: Annotated[str, AfterValidator(_iana_zone)] | None = None
     contact_blocked: StrictBool = False
-    availability: dict[str, list[TimeRange]] | None = None
+    # Checked by domain.availability at ingest: an invalid one is refused on its own
+    # and the rest of the event still applies (issue 5).
+    availability: dict[str, Any] | None = None
 
 
 class TherapistDeleted(_Model):
@@ -189,11 +195,52 @@ class UpdateEmailBatch(_Model):
     notes: str | None = None
 
 
+class ScheduleCall(_Model):
+    therapist_id: Id
+    placement_request_ids: list[Id] = Field(min_length=1)
+    scheduled_at: AwareDatetime | None = None
+    notes: str | None = None
+
+
+class UpdateCall(_Model):
+    phone_call_id: Id
+    scheduled_at: AwareDatetime | None = None
+    notes: str | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> UpdateCall:
+        if self.scheduled_at is None and self.notes is None:
+            raise ValueError("nothing to change: give scheduled_at or notes")
+        return self
+
+
+class CancelCall(_Model):
+    phone_call_id: Id
+    reason: str | None = Field(None, max_length=500)
+
+
+class CallRequestOutcome(_Model):
+    placement_request_id: Id
+    outcome: Outcome
+    notes: str | None = None
+
+
+class CallOutcome(_Model):
+    phone_call_id: Id
+    status: Literal["completed", "no_answer", "busy", "wrong_number"]
+    notes: str | None = None
+    outcomes: list[CallRequestOutcome] = Field(default_factory=list)
+
+
 COMMANDS: dict[str, type[_Model]] = {
     "communication.create_email": CreateEmail,
     "communication.update_email": UpdateEmail,
     "communication.record_email_response": RecordEmailResponse,
     "communication.update_email_batch": UpdateEmailBatch,
+    "communication.schedule_phone_call": ScheduleCall,
+    "communication.update_phone_call": UpdateCall,
+    "communication.cancel_phone_call": CancelCall,
+    "communication.record_call_outcome": CallOutcome,
 }
 
 

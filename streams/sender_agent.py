@@ -22,7 +22,7 @@ from streams.codec import loads
 from streams.delivery import Wakeups
 from streams.dlq import publish_dead_letter
 from streams.log_safety import log_failure
-from streams.persistence import emails
+from streams.persistence import calls, emails
 from streams.persistence.db import Database
 from streams.rendering import Renderer
 from streams.settings import Settings
@@ -112,6 +112,8 @@ class SenderAgent:
             store_run()
             if kind == "settle_request":
                 emails.settle_request(session, command, now)
+            elif kind == "therapist_profile":
+                calls.update_directory(session, command, self.channels, now)
             else:
                 raise ValueError(f"unknown send command {kind!r}")
         store_run()

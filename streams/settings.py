@@ -68,6 +68,13 @@ class Settings(BaseModel):
     batch_schedule_text: str = Field("0 9 * * *", alias="COMM_BATCH_SCHEDULE")
     call_slot: Duration = Field(timedelta(minutes=5), alias="COMM_CALL_SLOT")
     call_reminder_before: Duration = Field(timedelta(minutes=15), alias="COMM_CALL_REMINDER_BEFORE")
+    # Phone follow-up beyond the contract: notice before a call is booked, how far
+    # ahead a slot is searched, staff calls per slot (unset: unlimited), and when
+    # the day's call list goes out (cron or interval, in COMM_TIMEZONE).
+    call_min_notice: Duration = Field(timedelta(hours=1), alias="COMM_CALL_MIN_NOTICE")
+    call_horizon: Duration = Field(timedelta(weeks=4), alias="COMM_CALL_HORIZON")
+    call_capacity: int | None = Field(None, alias="COMM_CALL_CAPACITY", ge=1)
+    daily_call_list_text: str = Field("0 8 * * *", alias="COMM_DAILY_CALL_LIST")
     max_send_attempts: int = Field(5, alias="COMM_MAX_SEND_ATTEMPTS", ge=1)
     max_call_attempts: int = Field(3, alias="COMM_MAX_CALL_ATTEMPTS", ge=1)
     topic_matching: str = Field("matching-events", alias="COMM_TOPIC_MATCHING", min_length=1)
@@ -110,6 +117,7 @@ class Settings(BaseModel):
     smtp_outage_alert_after: Duration = Field(timedelta(minutes=5), alias="COMM_SMTP_OUTAGE_ALERT_AFTER")
 
     _batch_schedule: Schedule = PrivateAttr()
+    _daily_call_list: Schedule = PrivateAttr()
 
     @field_validator("timezone", mode="before")
     @classmethod
@@ -139,11 +147,19 @@ class Settings(BaseModel):
         except ValueError as exc:
             raise ValueError(f"COMM_BATCH_SCHEDULE: {exc}") from exc
         self._batch_schedule = schedule
+        try:
+            self._daily_call_list = parse_schedule(self.daily_call_list_text, self.timezone)
+        except ValueError as exc:
+            raise ValueError(f"COMM_DAILY_CALL_LIST: {exc}") from exc
         return self
 
     @property
     def batch_schedule(self) -> Schedule:
         return self._batch_schedule
+
+    @property
+    def daily_call_list(self) -> Schedule:
+        return self._daily_call_list
 
     @property
     def database_url_display(self) -> str:

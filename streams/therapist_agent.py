@@ -26,6 +26,7 @@ from domain.decisions import (
     SendEmail,
     SendManualEmail,
     SettleEmailedRequest,
+    SyncDirectory,
 )
 from domain.therapist_state import TherapistState
 from streams.app import Topics
@@ -34,6 +35,7 @@ from streams.codec import (
     loads,
     manual_email_command,
     profile_from_wire,
+    profile_to_wire,
     request_from_wire,
     send_email_command,
 )
@@ -106,7 +108,13 @@ class TherapistAgent:
             )
         if kind == "therapist_upserted":
             occurred_at = datetime.fromisoformat(m["occurred_at"])
-            return state.therapist_upserted(m["event_id"], occurred_at, profile_from_wire(m["profile"]), now)
+            return state.therapist_upserted(
+                m["event_id"],
+                occurred_at,
+                profile_from_wire(m["profile"]),
+                now,
+                keep_availability=bool(m.get("keep_availability")),
+            )
         if kind == "therapist_deleted":
             return state.therapist_deleted(m["event_id"], datetime.fromisoformat(m["occurred_at"]), now)
         if kind == "email_sent":
@@ -116,6 +124,14 @@ class TherapistAgent:
         if kind == "email_failed":
             state.email_failed(m["email_key"])
             return []
+        if kind == "follow_up_email":
+            sent = m.get("original_sent_at")
+            return state.follow_up_email(
+                batching.derived_key("follow_up", m["email_id"]),
+                tuple(request_from_wire(r) for r in m["requests"]),
+                datetime.fromisoformat(sent) if sent else None,
+                now,
+            )
         if kind == "create_email":
             command = m["command"]
             return state.manual_email(
@@ -187,6 +203,14 @@ class TherapistAgent:
                 pending.append(await self._dropped(therapist_id, decision, causation))
             elif isinstance(decision, SendManualEmail):
                 pending.append(await self._send_command(therapist_id, manual_email_command(therapist_id, decision)))
+            elif isinstance(decision, SyncDirectory):
+                directory = {
+                    "kind": "therapist_profile",
+                    "therapist_id": therapist_id,
+                    "deleted": decision.deleted,
+                    "profile": profile_to_wire(decision.profile) if decision.profile else None,
+                }
+                pending.append(await self._send_command(therapist_id, dumps(directory)))
             elif isinstance(decision, RejectCommand):
                 pending.append(await self._rejected(therapist_id, decision))
             elif isinstance(decision, SettleEmailedRequest):

@@ -40,11 +40,17 @@ class Command:
 Handler = Callable[[Session, Command, Channels, datetime], list[dict[str, Any]]]
 
 
-def execute(session: Session, command: Command, channels: Channels, now: datetime) -> str:
+def execute(
+    session: Session,
+    command: Command,
+    channels: Channels,
+    now: datetime,
+    handlers: Mapping[str, Handler] | None = None,
+) -> str:
     """Carry out or reject ``command``; "done", "rejected" or "replayed"."""
     if session.get(ProcessedCommand, command.command_id) is not None:
         return "replayed"
-    handler = HANDLERS[command.command_type]
+    handler = (handlers or HANDLERS)[command.command_type]
     try:
         # Every check comes before the first change, so a rejection leaves nothing behind.
         events = handler(session, command, channels, now)

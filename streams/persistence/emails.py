@@ -252,9 +252,8 @@ def _new_email(
     that cannot be rendered fails this one email, with the reason."""
     email = _email_row(command, command["therapist"], requests, identity, now)
     try:
-        rendered = render(
-            command["template"], email_context(command["therapist"], requests, identity), email.therapist_id
-        )
+        context = {**email_context(command["therapist"], requests, identity), **(command.get("context") or {})}
+        rendered = render(command["template"], context, email.therapist_id)
     except RenderError as exc:
         email.subject, email.body_html, email.body_text = f"({command['template']})", "", ""
         email.status = EmailStatus.FAILED

@@ -27,9 +27,23 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from domain.calls import CallStatus
 from domain.email_status import EmailStatus
 
-__all__ = ["Base", "Email", "EmailBatch", "EmailStatus", "Lease", "OutboxMessage", "ProcessedCommand"]
+__all__ = [
+    "Base",
+    "CallStatus",
+    "Email",
+    "EmailBatch",
+    "EmailStatus",
+    "JobRun",
+    "Lease",
+    "OutboxMessage",
+    "PhoneCall",
+    "PhoneCallBatch",
+    "ProcessedCommand",
+    "TherapistDirectoryEntry",
+]
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -124,6 +138,9 @@ class Email(Base):
     next_attempt_at: Mapped[datetime | None]
     claimed_by: Mapped[str | None] = mapped_column(String(128))
     claim_expires_at: Mapped[datetime | None]
+    # When the follow-up of this (contact) email was handled: call booked, follow-up
+    # email decided, or nothing left open.
+    follow_up_done_at: Mapped[datetime | None]
 
     batches: Mapped[list[EmailBatch]] = relationship(
         back_populates="email", order_by="EmailBatch.position", cascade="all, delete-orphan"
@@ -132,6 +149,7 @@ class Email(Base):
     __table_args__ = (
         Index("ix_emails_due", "status", "next_attempt_at"),
         Index("ix_emails_therapist_sent", "therapist_id", "sent_at"),
+        Index("ix_emails_follow_up", "kind", "status", "follow_up_done_at", "sent_at"),
     )
 
 
@@ -198,3 +216,96 @@ class ProcessedCommand(Base):
     command_type: Mapped[str] = mapped_column(String(64))
     outcome: Mapped[str] = mapped_column(String(16))  # "done" or "rejected"
     processed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TherapistDirectoryEntry(Base):
+    """The therapist directory as the database side needs it (phone availability,
+    time zone, contact data), kept in step by the therapist agent."""
+
+    __tablename__ = "therapist_directory"
+
+    therapist_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    email: Mapped[str | None] = mapped_column(String(255))
+    first_name: Mapped[str | None] = mapped_column(String(255))
+    last_name: Mapped[str | None] = mapped_column(String(255))
+    title: Mapped[str | None] = mapped_column(String(64))
+    salutation: Mapped[str | None] = mapped_column(String(64))
+    phone: Mapped[str | None] = mapped_column(String(64))
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    # weekday -> [{"start": "HH:MM", "end": "HH:MM"}], already validated
+    availability: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    contact_blocked: Mapped[bool] = mapped_column(Boolean, default=False)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PhoneCall(Base):
+    __tablename__ = "phone_calls"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # Stable identity of the decision that booked it (a replay finds this row).
+    call_key: Mapped[str] = mapped_column(String(64), unique=True)
+    therapist_id: Mapped[int] = mapped_column(Integer, index=True)
+    email_id: Mapped[int | None] = mapped_column(ForeignKey("emails.id", ondelete="SET NULL"))
+    scheduled_at: Mapped[datetime]
+    duration_minutes: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String(32))  # follow_up, manual, retry
+    status: Mapped[CallStatus] = mapped_column(
+        Enum(
+            CallStatus,
+            name="callstatus",
+            native_enum=False,
+            length=32,
+            values_callable=lambda e: [m.value for m in e],
+            validate_strings=True,
+            create_constraint=True,
+        ),
+        default=CallStatus.SCHEDULED,
+    )
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    notes: Mapped[str | None] = mapped_column(Text)
+    outcome_notes: Mapped[str | None] = mapped_column(Text)
+    # The call time a reminder went out for: a moved call is reminded again for its
+    # new time, never for the old one.
+    reminder_sent_for: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    cancel_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime | None] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    batches: Mapped[list[PhoneCallBatch]] = relationship(
+        back_populates="call", order_by="PhoneCallBatch.id", cascade="all, delete-orphan"
+    )
+
+    __table_args__ = (Index("ix_phone_calls_due", "status", "scheduled_at"),)
+
+
+class PhoneCallBatch(Base):
+    """One placement request discussed in one call, with the answer given."""
+
+    __tablename__ = "phone_call_batches"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    phone_call_id: Mapped[int] = mapped_column(ForeignKey("phone_calls.id", ondelete="CASCADE"), index=True)
+    placement_request_id: Mapped[int] = mapped_column(Integer, index=True)
+    # Unknown when a person books a call about a request that was never emailed.
+    patient_id: Mapped[int | None] = mapped_column(Integer)
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    notes: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime | None] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    call: Mapped[PhoneCall] = relationship(back_populates="batches")
+
+    __table_args__ = (UniqueConstraint("phone_call_id", "placement_request_id"),)
+
+
+class JobRun(Base):
+    """A scheduled job's run (e.g. the daily call list at 08:00): once per run time,
+    across all workers."""
+
+    __tablename__ = "job_runs"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    run_at: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    done_at: Mapped[datetime] = mapped_column(default=utcnow)

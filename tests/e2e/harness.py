@@ -335,6 +335,16 @@ class Service:
                 raise AssertionError(f"timed out after {timeout}s waiting for {what}")
             await asyncio.sleep(0.05)  # the SMTP server runs in its own thread
 
+    async def known_for_calls(self, *therapist_ids: int, timeout: float = 30.0) -> None:
+        """Until the database side has the therapists' directory entries (calls need them)."""
+        wanted = set(therapist_ids)
+
+        def mirrored() -> bool:
+            rows = self.query("SELECT therapist_id FROM therapist_directory WHERE NOT deleted")
+            return wanted <= {r[0] for r in rows}
+
+        await self._until(mirrored, timeout, f"therapists {sorted(wanted)} in the directory")
+
     async def wait_log(self, text: str, timeout: float = 30.0) -> None:
         """Until the workers' log contains ``text``."""
         deadline = time.monotonic() + timeout

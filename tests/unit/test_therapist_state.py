@@ -6,7 +6,15 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from domain.batching import BATCH_REQUEST, INITIAL_CONTACT, contact_email_key
-from domain.decisions import CONFIRMATION, CONTACT_REQUEST, DropRequest, SendEmail, SettleEmailedRequest
+from domain.decisions import (
+    CONFIRMATION,
+    CONTACT_REQUEST,
+    FOLLOW_UP,
+    DropRequest,
+    SendEmail,
+    SettleEmailedRequest,
+    SyncDirectory,
+)
 from domain.placement import PlacementRequest
 from domain.therapist import TherapistProfile
 from domain.therapist_state import CONTACT_BLOCKED, THERAPIST_DELETED, TherapistState
@@ -177,13 +185,17 @@ def test_acceptance_before_the_therapist_is_known_is_confirmed_when_it_arrives()
     state = TherapistState(7)
     assert state.match_status_changed("a1", 1, 1001, "accepted", T0) == []
     decisions = state.therapist_upserted("t1", T0, PROFILE, T0)
-    assert [d.kind for d in decisions] == [CONFIRMATION]
+    assert [type(d).__name__ for d in decisions] == ["SyncDirectory", "SendEmail"]
+    assert decisions[1].kind == CONFIRMATION
 
 
 def test_deleted_therapist_drops_pending_and_later_requests():
     state = known_therapist()
     state.match_created("e1", request(1, T0 - WEEK), T0)
-    assert state.therapist_deleted("d1", T0, T0) == [DropRequest(1, 1001, THERAPIST_DELETED)]
+    assert state.therapist_deleted("d1", T0, T0) == [
+        SyncDirectory(None, deleted=True),
+        DropRequest(1, 1001, THERAPIST_DELETED),
+    ]
     assert state.match_created("e2", request(2, T0), T0) == [DropRequest(2, 1002, THERAPIST_DELETED)]
     assert state.plan_contact_email(T0, WEEK) is None
     # registering again later brings the therapist back
@@ -207,7 +219,10 @@ def test_contact_blocked_therapist_gets_no_email():
     state = known_therapist()
     state.match_created("e1", request(1, T0 - WEEK), T0)
     blocked = TherapistProfile(7, "eva@praxis.example", "Eva", "Müller", contact_blocked=True)
-    assert state.therapist_upserted("t2", T0, blocked, T0) == [DropRequest(1, 1001, CONTACT_BLOCKED)]
+    assert state.therapist_upserted("t2", T0, blocked, T0) == [
+        SyncDirectory(blocked, deleted=False),
+        DropRequest(1, 1001, CONTACT_BLOCKED),
+    ]
     assert state.match_created("e2", request(2, T0), T0) == [DropRequest(2, 1002, CONTACT_BLOCKED)]
     assert state.plan_contact_email(T0, WEEK) is None
 
@@ -278,3 +293,32 @@ def state_refusal(state: TherapistState, has_recipient: bool = False) -> str:
     [decision] = state.manual_email("c", {}, True, True, has_recipient, T0)
     assert isinstance(decision, RejectCommand) and decision.command_type == "communication.create_email"
     return decision.reason
+
+
+def test_directory_changes_are_passed_on_for_the_database_copy():
+    state = TherapistState(7)
+    assert state.therapist_upserted("t1", T0, PROFILE, T0) == [SyncDirectory(PROFILE, deleted=False)]
+    assert state.therapist_upserted("t1", T0, PROFILE, T0) == []  # replay
+
+
+def test_refused_availability_keeps_the_previous_one():
+    hours = {"monday": [{"start": "09:00", "end": "12:00"}]}
+    state = known_therapist(profile=TherapistProfile(7, "a@b.example", "A", "B", availability=hours))
+    changed = TherapistProfile(7, "new@b.example", "A", "B")
+    [sync] = state.therapist_upserted("t2", T0, changed, T0, keep_availability=True)
+    assert state.profile.email == "new@b.example" and state.profile.availability == hours
+    assert sync.profile.availability == hours
+
+
+def test_follow_up_email_holds_the_window_and_is_decided_once():
+    state = known_therapist()
+    waiting = (request(1, T0 - WEEK),)
+    [decision] = state.follow_up_email("fu-1", waiting, T0 - WEEK, T0)
+    assert (decision.kind, decision.template) == (FOLLOW_UP, FOLLOW_UP)
+    assert decision.context == {"original_sent_at": (T0 - WEEK).isoformat()}
+    assert state.follow_up_email("fu-1", waiting, T0 - WEEK, T0) == []  # replay
+    state.match_created("e2", request(2, T0), T0)
+    assert state.plan_contact_email(T0 + 2 * WEEK, WEEK) is None  # the follow-up holds the window
+    deleted = known_therapist()
+    deleted.therapist_deleted("d", T0, T0)
+    assert deleted.follow_up_email("fu-2", waiting, None, T0) == []
