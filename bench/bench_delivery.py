@@ -231,7 +231,7 @@ def rendered_messages(therapists: int) -> list[bytes]:
             rendered.text,
             rendered.html,
         )
-        out.append(build_message(outgoing, datetime.now(UTC)).as_bytes())
+        out.append(build_message(outgoing, datetime.now(UTC)).data)
     return out
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
 
 class CallStatus(enum.StrEnum):
@@ -54,7 +53,3 @@ def change_refusal(status: CallStatus) -> str | None:
     if status is not CallStatus.SCHEDULED:
         return f"the call is {status}, not scheduled"
     return None
-
-
-def reminder_due(scheduled_at: datetime, before: timedelta, now: datetime) -> bool:
-    return now >= scheduled_at - before

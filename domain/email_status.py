@@ -44,17 +44,3 @@ def response_refusal(current: EmailStatus) -> str | None:
     if current is not EmailStatus.SENT:
         return f"the email has not been sent (status {current}), so there is no answer to record"
     return None
-
-
-def may_transition(current: EmailStatus, new: EmailStatus) -> bool:
-    """The edges of the diagram above."""
-    return new in _NEXT[current]
-
-
-_NEXT: dict[EmailStatus, frozenset[EmailStatus]] = {
-    EmailStatus.DRAFT: frozenset({EmailStatus.QUEUED}),
-    EmailStatus.QUEUED: frozenset({EmailStatus.SENDING, EmailStatus.FAILED}),
-    EmailStatus.SENDING: frozenset({EmailStatus.SENT, EmailStatus.QUEUED, EmailStatus.FAILED, EmailStatus.SENDING}),
-    EmailStatus.SENT: frozenset(),
-    EmailStatus.FAILED: frozenset({EmailStatus.QUEUED}),
-}

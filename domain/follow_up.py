@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
 from domain.placement import ACCEPTED, CLOSING_STATUSES
 
@@ -25,7 +24,3 @@ def is_open(request: RequestInEmail) -> bool:
 
 def open_requests(requests: Iterable[RequestInEmail]) -> list[RequestInEmail]:
     return [r for r in requests if is_open(r)]
-
-
-def follow_up_due(sent_at: datetime, after: timedelta, now: datetime) -> bool:
-    return now >= sent_at + after

@@ -41,6 +41,8 @@ from domain.therapist import TherapistProfile
 EMAILED = "emailed"
 DROPPED = "dropped"
 CONFIRMED = "confirmed"
+CLOSED = "closed"  # closed by the matching service after it was emailed
+REFUSED = "refused"  # dropped because the therapist could not be contacted; may come again
 
 CREATE_EMAIL = "communication.create_email"
 
@@ -140,11 +142,14 @@ class TherapistState:
         if self._replayed(event_id, now):
             return []
         request_id = request.placement_request_id
-        if request_id in self.pending or request_id in self.settled:
+        earlier = self.settled.get(request_id, (None,))[0]
+        if request_id in self.pending or earlier not in (None, REFUSED):
             return []
+        # New, or proposed again after the therapist could not be contacted.
+        self.settled.pop(request_id, None)
         refusal = self._refusal_reason()
         if refusal is not None:
-            self.settled[request_id] = (DROPPED, now)
+            self.settled[request_id] = (REFUSED, now)
             return [DropRequest(request_id, request.patient_id, refusal)]
         self.pending[request_id] = request
         return []
@@ -160,7 +165,9 @@ class TherapistState:
                 del self.pending[request_id]
                 self.settled[request_id] = (DROPPED, now)
                 return [DropRequest(request_id, patient_id, new_status)]
-            if settled in (EMAILED, CONFIRMED):
+            if settled in (EMAILED, CONFIRMED, CLOSED):
+                if settled == EMAILED:
+                    self.settled[request_id] = (CLOSED, now)
                 return [SettleEmailedRequest(request_id, patient_id, new_status)]
             if settled is None:
                 # Closed before it arrived: remember, so a late match.created is ignored.
@@ -178,7 +185,7 @@ class TherapistState:
                 new_status,
             )
             return []
-        if settled in (EMAILED, CONFIRMED):
+        if settled in (EMAILED, CONFIRMED, CLOSED):
             return [SettleEmailedRequest(request_id, patient_id, new_status)]
         return []
 
@@ -298,9 +305,6 @@ class TherapistState:
             return False
         return contact_limit.may_contact(self.contact_sent_at, now, interval)
 
-    def oldest_waiting(self) -> datetime | None:
-        return batching.oldest_registration(self.pending.values())
-
     # -- delivery feedback -------------------------------------------------------
 
     def email_sent(self, email_key: str, limited: bool, sent_at: datetime, interval: timedelta) -> None:
@@ -310,9 +314,18 @@ class TherapistState:
                 contact_limit.sliding_window([*self.contact_sent_at, sent_at], sent_at, interval)
             )
 
-    def email_failed(self, email_key: str) -> None:
-        """Failed for good: it no longer holds the window (it was never delivered)."""
+    def email_failed(self, email_key: str, returned: tuple[PlacementRequest, ...] = ()) -> None:
+        """Failed for good: it no longer holds the window (it was never delivered),
+        and the requests it carried (``returned``) wait for the next email, unless
+        they were closed or confirmed meanwhile or the therapist is out of reach."""
         self.in_flight.pop(email_key, None)
+        if self._refusal_reason() is not None:
+            return
+        for request in returned:
+            request_id = request.placement_request_id
+            if self.settled.get(request_id, (None,))[0] == EMAILED:
+                del self.settled[request_id]
+                self.pending[request_id] = request
 
     # -- housekeeping ------------------------------------------------------------
 
@@ -344,6 +357,6 @@ class TherapistState:
             for r in batching.batch_requests(self.pending.values())
         ]
         for request_id in self.pending:
-            self.settled[request_id] = (DROPPED, now)
+            self.settled[request_id] = (REFUSED, now)
         self.pending.clear()
         return drops

@@ -52,6 +52,10 @@ def create_app(settings: Settings) -> faust.App:
         "broker_session_timeout": settings.broker_session_timeout.total_seconds(),
         "broker_heartbeat_interval": settings.broker_heartbeat_interval.total_seconds(),
         "table_standby_replicas": settings.table_standby_replicas,
+        # Stop promptly even with messages in hand (e.g. send commands waiting out a
+        # database outage): they are not acknowledged, so they come again after the
+        # restart, and every handler here is idempotent.
+        "stream_wait_empty": False,
         "web_enabled": settings.web_port is not None,
         "autodiscover": False,
     }

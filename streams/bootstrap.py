@@ -121,6 +121,7 @@ def build_app(services: Services) -> ServiceApp:
             settings,
             services.database,
             app.producer,
+            channels.events,
             services.wakeups.relay,
             services.worker_id,
             clock,

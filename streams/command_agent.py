@@ -16,15 +16,15 @@ from functools import partial
 from typing import Any
 
 import faust
-from sqlalchemy.exc import SQLAlchemyError
 
 from streams.app import Topics
+from streams.broker_retry import until_published
 from streams.codec import dumps
 from streams.delivery import ThrottledWarning, Wakeups
 from streams.dlq import publish_dead_letter
 from streams.log_safety import log_failure
 from streams.persistence import calls, commands
-from streams.persistence.db import Database
+from streams.persistence.db import Database, run_retrying
 from streams.persistence.emails import Channels
 from streams.schemas import COMMANDS, InputEvent, Rejection, parse_input
 
@@ -97,18 +97,22 @@ class CommandAgent:
                 "therapist_id": therapist_id,
                 "command": payload,
             }
-            await self.topics.inbox.send(key=str(therapist_id).encode(), value=dumps(forwarded))
+            await until_published(
+                lambda: self.topics.inbox.send(key=str(therapist_id).encode(), value=dumps(forwarded)),
+                self.database_warning,
+            )
             return
         stored = commands.Command(command.event_id, command.event_type, payload, _therapist_of(key))
-        delay = 0.5
-        while True:
-            try:
-                outcome = await self.database.run(commands.execute, stored, self.channels, self.clock(), self.handlers)
-                break
-            except SQLAlchemyError as exc:
-                self.database_warning("command agent: database unavailable (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+        # A database outage is waited out; an error retrying cannot cure goes to the DLQ.
+        outcome = await run_retrying(
+            self.database,
+            commands.execute,
+            stored,
+            self.channels,
+            self.clock(),
+            self.handlers,
+            warn=lambda message, *args: self.database_warning("command agent: " + message, *args),
+        )
         log.info("command %s (%s): %s", command.event_id, command.event_type, outcome)
         self.wakeups.work_added()
 

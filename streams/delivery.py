@@ -21,19 +21,22 @@ import random
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from mode import Service
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from streams.email_message import build_message
+from streams.log_safety import log_failure
 from streams.mailer import Mailer, SmtpUnavailable, classify
 from streams.persistence import emails
-from streams.persistence.db import Database
+from streams.persistence.db import Database, run_retrying
 from streams.persistence.outbox import add_event
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Sent emails recorded per commit, and commits that may run behind the sends.
 RECORD_GROUP = 8
@@ -150,7 +153,7 @@ class DeliveryService(Service):  # type: ignore[misc]
         """
         remaining = list(claimed)
         group: list[tuple[int, datetime]] = []
-        recording: set[asyncio.Future[object]] = set()
+        recording: set[asyncio.Future[Any]] = set()
 
         async def record_group() -> None:
             if not group:
@@ -163,8 +166,25 @@ class DeliveryService(Service):  # type: ignore[misc]
             if len(recording) >= GROUPS_IN_FLIGHT:
                 await asyncio.wait(recording, return_when=asyncio.FIRST_COMPLETED)
 
+        renewed = self.clock()
         try:
             while remaining and not self.should_stop:
+                if self.clock() - renewed > self.settings.delivery_lease / 3:
+                    # A long run (a slow server): keep the claims, drop what was lost.
+                    renewed = self.clock()
+                    held = (
+                        await self._record(
+                            emails.renew_claims,
+                            [e.id for e in remaining],
+                            self.worker_id,
+                            renewed,
+                            self.settings.delivery_lease,
+                        )
+                        or set()
+                    )
+                    remaining = [e for e in remaining if e.id in held]
+                    if not remaining:
+                        break
                 email = remaining[0]
                 sent_at = self.clock()
                 try:
@@ -245,15 +265,21 @@ class DeliveryService(Service):  # type: ignore[misc]
         except SQLAlchemyError:  # the claims expire on their own
             log.info("could not release %d claimed emails; their claims expire", len(remaining))
 
-    async def _record(self, work: Callable[..., object], *args: object) -> object:
-        """Record a result; the email went out (or failed), so keep trying until the
-        database takes it, rather than letting the claim expire into a re-send."""
-        while True:
-            try:
-                return await self.database.run(work, *args)
-            except SQLAlchemyError as exc:
-                self.database_warning("delivery: cannot record a result (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(self.settings.poll_interval.total_seconds())
+    async def _record(self, work: Callable[..., T], *args: object) -> T | None:
+        """Record a result. The email went out (or failed), so wait out a database
+        outage rather than let the claim expire into a re-send; an error that
+        retrying cannot cure is logged, and the claim's expiry brings the email back."""
+        try:
+            return await run_retrying(
+                self.database,
+                work,
+                *args,
+                warn=lambda message, *a: self.database_warning("delivery: " + message, *a),
+                first_delay=self.settings.poll_interval.total_seconds(),
+            )
+        except SQLAlchemyError as exc:
+            log_failure(log, "delivery: cannot record a result", exc)
+            return None
 
     async def on_stop(self) -> None:
         await self.mailer.close()

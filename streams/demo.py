@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -31,7 +32,14 @@ from streams.smtp_capture import SmtpCapture
 
 BATCH_EVERY = 5  # seconds between batch runs
 INTERVAL = 20  # seconds: the "weekly" contact limit, shortened
+FOLLOW_UP_AFTER = 15  # seconds until an unanswered email is followed up
+HOURS = {
+    day: [{"start": "09:00", "end": "12:00"}, {"start": "14:00", "end": "17:00"}]
+    for day in ("monday", "tuesday", "wednesday", "thursday", "friday")
+}
+NO_HOURS = {6}  # Alex Kaya takes no calls: a follow-up email instead
 APP_ID = "commsvc-demo"
+BERLIN = ZoneInfo("Europe/Berlin")
 
 THERAPISTS = [
     (1, "Frau", "Dr.", "Eva", "Müller"),
@@ -118,6 +126,8 @@ def therapist_event(entry: tuple[int, str | None, str | None, str, str]) -> dict
         "email": f"{first.lower()}.{last.lower().replace('ü', 'ue')}@praxis-{therapist_id}.example",
         "phone": f"+49 30 5550{therapist_id:03d}",
     }
+    if therapist_id not in NO_HOURS:
+        payload["availability"] = HOURS
     if salutation:
         payload["salutation"] = salutation
     if title:
@@ -168,6 +178,7 @@ class Observed:
     kinds: dict[int, str] = field(default_factory=dict)
     dropped: list[tuple[int, int, str]] = field(default_factory=list)
     dead: list[str] = field(default_factory=list)
+    calls: dict[int, tuple[str, list[int]]] = field(default_factory=dict)
 
     def now(self) -> float:
         return time.monotonic() - self.started
@@ -220,7 +231,9 @@ class Demo:
             "COMM_SMTP_PORT": str(smtp.port),
             "COMM_BATCH_SCHEDULE": f"{BATCH_EVERY}s",
             "COMM_CONTACT_INTERVAL": f"{INTERVAL}s",
-            "COMM_FOLLOW_UP_AFTER": "1h",
+            "COMM_FOLLOW_UP_AFTER": f"{FOLLOW_UP_AFTER}s",
+            "COMM_CALL_MIN_NOTICE": "1h",
+            "COMM_CALL_CAPACITY": "1",  # one person makes the calls: they do not overlap
             "COMM_TICK_INTERVAL": "250ms",
             "COMM_POLL_INTERVAL": "250ms",
             "COMM_PARTITIONS": "4",
@@ -311,7 +324,17 @@ class Demo:
         await self._send(producer, "therapist-events", 6, broken_therapist)
 
         await self._until(lambda: len(self.observed.sent) >= 12, "the first batch run's 12 emails", 30)
-        say(self.observed, "phase 2: Dr. Braun registers; 8 more patients for therapists emailed already;")
+        say(self.observed, "phase 2: Paul Neumann answers by email (so no follow-up call for him);")
+        answer = {
+            "email_id": self.observed.sent[12][0][1],
+            "received_at": datetime.now(UTC).isoformat(),
+            "content": "Leider derzeit keine Plätze frei.",
+            "responses": [{"placement_request_id": r, "outcome": "no_capacity"} for r in first_batch[12]],
+        }
+        await self._send(
+            producer, "communication-commands", 12, _envelope("communication.record_email_response", answer)
+        )
+        say(self.observed, "         Dr. Braun registers; 8 more patients for therapists emailed already;")
         say(self.observed, "         a therapist accepts a patient (confirmation goes out at once)")
         await self._send(producer, "therapist-events", 13, therapist_event(THERAPISTS[12]))
         for therapist_id in (1, 1, 2, 3, 3, 4, 5, 9):
@@ -331,6 +354,15 @@ class Demo:
             ),
             "the second round of emails",
             INTERVAL + 30,
+        )
+        say(self.observed, f"phase 3: emails unanswered after {FOLLOW_UP_AFTER}s get a call in the therapist's hours")
+        await self._until(
+            lambda: (
+                len(self.observed.calls) >= 10
+                and any(self.observed.kinds.get(s[1]) == "follow_up" for s in self.observed.sent[6])
+            ),
+            "the follow-up calls and Alex Kaya's follow-up email",
+            FOLLOW_UP_AFTER + INTERVAL + 20,
         )
         await self._until(
             lambda: len(self.observed.dead) >= 2 and len(self.observed.dropped) >= 1, "the dead letters", 10
@@ -361,6 +393,14 @@ class Demo:
                 self.observed.sent[therapist_id].append((self.observed.now(), payload["email_id"], payload["sent_at"]))
                 template = self.observed.templates.get(payload["email_id"], "?")
                 say(self.observed, f"email sent to {self.names[therapist_id]:<26} {template:<16} {count} request(s)")
+            elif kind == "phone_call_scheduled":
+                local = datetime.fromisoformat(payload["scheduled_at"]).astimezone(BERLIN)
+                when = local.strftime("%a %d.%m. %H:%M")
+                self.observed.calls[therapist_id] = (when, payload["placement_request_ids"])
+                requests = len(payload["placement_request_ids"])
+                say(
+                    self.observed, f"call booked with {self.names[therapist_id]:<26} {when}, {requests} open request(s)"
+                )
             elif kind == "placement_dropped":
                 self.observed.dropped.append((therapist_id, payload["placement_request_id"], payload["reason"]))
                 say(self.observed, f"request {payload['placement_request_id']} dropped ({payload['reason']})")
@@ -379,6 +419,17 @@ class Demo:
             for earlier, later in itertools.pairwise(limited):
                 if (later - earlier).total_seconds() < INTERVAL:
                     problems.append(f"{name}: two contact emails {later - earlier} apart")
+        print("\nFollow-up calls (emails still unanswered after the follow-up time):")
+        for therapist_id, (when, requests) in sorted(observed.calls.items()):
+            print(f"  {self.names[therapist_id]:<28} {when} Berlin time, requests {', '.join(map(str, requests))}")
+        for therapist_id, reason in (
+            (10, "the only request was accepted"),
+            (12, "answered by email"),
+            (6, "no phone hours, so a follow-up email"),
+        ):
+            print(f"  {self.names[therapist_id]:<28} no call: {reason}")
+            if therapist_id in observed.calls:
+                problems.append(f"{self.names[therapist_id]} got a call although {reason}")
         total = sum(len(v) for v in observed.sent.values())
         emails = sorted((self.output / "emails").glob("*.eml"))
         print(f"\n{total} emails sent ({len(emails)} .eml files in {self.output / 'emails'})")

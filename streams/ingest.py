@@ -6,13 +6,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import faust
 
 from domain.availability import InvalidAvailability, parse_availability
 from streams.app import Topics
+from streams.broker_retry import until_published
 from streams.codec import dumps
+from streams.delivery import ThrottledWarning
 from streams.dlq import publish_dead_letter
 from streams.log_safety import log_failure
 from streams.schemas import (
@@ -91,6 +94,7 @@ class IngestAgent:
         self.known = known
         self.translate = translate
         self.clock = clock
+        self.broker_warning = ThrottledWarning(log)
 
     async def __call__(self, stream: faust.StreamT) -> None:
         async for event in stream.events():
@@ -105,11 +109,15 @@ class IngestAgent:
                 if refused is not None:
                     # The availability goes to the DLQ for a person to fix; the rest applies.
                     forwarded["keep_availability"] = True
-                    reason = f"payload.{refused} (the availability was refused; the rest of the event was applied)"
+                    reason = (
+                        f"payload.{refused} (the availability was refused; the rest of the event was applied, "
+                        "so a corrected availability must be sent with a new event_id)"
+                    )
                     await self.reject(
                         message, Rejection(reason=reason, event_id=parsed.event_id, event_type=parsed.event_type)
                     )
-                await self.topics.inbox.send(key=str(therapist_id).encode(), value=dumps(forwarded))
+                send = partial(self.topics.inbox.send, key=str(therapist_id).encode(), value=dumps(forwarded))
+                await until_published(send, self.broker_warning)
             except Exception as exc:
                 log_failure(log, "ingest: unexpected failure", exc)
                 await self.reject(message, Rejection(reason=f"internal error: {type(exc).__name__}"))
@@ -117,13 +125,16 @@ class IngestAgent:
     async def reject(self, message: Any, rejection: Rejection) -> None:
         # The reason names the field, never its value; the value travels in the record.
         log.warning("dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, rejection.reason)
-        await publish_dead_letter(
-            self.topics.dlq,
-            message,
-            rejection.reason,
-            self.clock(),
-            event_id=rejection.event_id,
-            event_type=rejection.event_type,
+        await until_published(
+            lambda: publish_dead_letter(
+                self.topics.dlq,
+                message,
+                rejection.reason,
+                self.clock(),
+                event_id=rejection.event_id,
+                event_type=rejection.event_type,
+            ),
+            self.broker_warning,
         )
 
 

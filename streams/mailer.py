@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from email.message import EmailMessage
 from typing import Protocol
 
 import aiosmtplib
 
+from streams.email_message import RawMessage
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class SmtpUnavailable(SendError):
 
 
 class Mailer(Protocol):
-    async def send(self, message: EmailMessage) -> None: ...
+    async def send(self, message: RawMessage) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -107,13 +107,13 @@ class SmtpMailer:
             raise SmtpUnavailable(f"cannot open an SMTP session: {classify(exc)}") from exc
         return self._client, True
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: RawMessage) -> None:
         # A connection the server closed while idle fails before anything was
         # accepted, so it is safe to reconnect once and send again.
         for attempt in (1, 2):
             client, fresh = await self._session()
             try:
-                await client.send_message(message)
+                await client.sendmail(message.sender, list(message.recipients), message.data)
                 return
             except aiosmtplib.SMTPServerDisconnected as exc:
                 await self._drop()

@@ -12,17 +12,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from typing import TypeVar
 
 from mode import Service
 from sqlalchemy.exc import SQLAlchemyError
 
 from streams.delivery import ThrottledWarning, Wakeups
+from streams.log_safety import log_failure
 from streams.persistence import calls
-from streams.persistence.db import Database
+from streams.persistence.db import Database, is_transient
 from streams.persistence.emails import Channels
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Follow-ups handled per round (each in its own transaction) before the others get a turn.
 FOLLOW_UPS_PER_ROUND = 50
@@ -65,23 +68,29 @@ class ScheduledWork(Service):  # type: ignore[misc]
     async def _run(self) -> None:
         pause = self.settings.poll_interval.total_seconds()
         while not self.should_stop:
-            try:
-                did = await self.round()
-            except SQLAlchemyError as exc:
-                self.database_warning("scheduled work: database unavailable (%s); retrying", type(exc).__name__)
-                did = 0
-            if did:
+            if await self.round():
                 self.wakeups.relay.set()
             await self.sleep(pause)
 
     async def round(self) -> int:
-        """One pass over everything that is due; how many items were handled."""
+        """One pass over everything that is due; how many items were handled. Each
+        job runs on its own, so one that fails does not hold up the others."""
         done = 0
         for _ in range(FOLLOW_UPS_PER_ROUND):
-            if not await self.database.run(calls.next_follow_up, self.policy, self.channels, self.clock()):
+            handled = await self._job("follow-up", calls.next_follow_up)
+            if not handled:
                 break
             done += 1
-        done += await self.database.run(calls.send_reminders, self.policy, self.channels, self.clock())
-        if await self.database.run(calls.daily_call_list, self.policy, self.channels, self.clock()):
-            done += 1
+        done += await self._job("reminders", calls.send_reminders) or 0
+        done += 1 if await self._job("daily call list", calls.daily_call_list) else 0
         return done
+
+    async def _job(self, name: str, work: Callable[..., T]) -> T | None:
+        try:
+            return await self.database.run(work, self.policy, self.channels, self.clock())
+        except SQLAlchemyError as exc:
+            if is_transient(exc):
+                self.database_warning("scheduled work: database unavailable (%s); retrying", type(exc).__name__)
+            else:
+                log_failure(log, f"scheduled work: {name} failed", exc)
+            return None

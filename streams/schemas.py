@@ -43,7 +43,12 @@ def _single_line(value: str) -> str:
 
 
 Line = Annotated[str, AfterValidator(_single_line)]
-Id = Annotated[StrictInt, Field(ge=1)]
+# Ids and texts are bounded by the database columns they end up in: a value that
+# could never be stored is refused here (DLQ), not retried forever downstream.
+Id = Annotated[StrictInt, Field(ge=1, le=2**31 - 1)]
+Status = Annotated[str, Field(min_length=1, max_length=32)]
+Short = Annotated[str, AfterValidator(_single_line), Field(max_length=64)]
+Name = Annotated[str, AfterValidator(_single_line), Field(min_length=1, max_length=255)]
 
 
 class _Model(BaseModel):
@@ -87,8 +92,8 @@ class MatchStatusChanged(_Model):
     placement_request_id: Id
     therapist_id: Id
     patient_id: Id
-    new_status: str = Field(min_length=1)
-    old_status: str | None = None
+    new_status: Status
+    old_status: Status | None = None
 
 
 # -- therapist-events --------------------------------------------------------------
@@ -104,13 +109,13 @@ def _iana_zone(value: str) -> str:
 
 class TherapistUpserted(_Model):
     therapist_id: Id
-    email: EmailStr
-    first_name: Line = Field(min_length=1)
-    last_name: Line = Field(min_length=1)
-    title: Line | None = None
-    salutation: Line | None = None
-    phone: Line | None = None
-    timezone: Annotated[str, AfterValidator(_iana_zone)] | None = None
+    email: Annotated[EmailStr, Field(max_length=255)]
+    first_name: Name
+    last_name: Name
+    title: Short | None = None
+    salutation: Short | None = None
+    phone: Short | None = None
+    timezone: Annotated[str, AfterValidator(_iana_zone), Field(max_length=64)] | None = None
     contact_blocked: StrictBool = False
     # Checked by domain.availability at ingest: an invalid one is refused on its own
     # and the rest of the event still applies (issue 5).
@@ -146,7 +151,7 @@ class CreateEmail(_Model):
     body_html: str | None = Field(None, min_length=1)
     body_text: str | None = None
     placement_request_ids: list[Id] = Field(default_factory=list)
-    recipient_email: EmailStr | None = None
+    recipient_email: Annotated[EmailStr, Field(max_length=255)] | None = None
     recipient_name: Line | None = Field(None, max_length=255)
     queue: StrictBool = True
     respect_contact_limit: StrictBool = True

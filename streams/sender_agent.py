@@ -1,8 +1,13 @@
-"""The sender agent: turns send commands into stored, queued emails.
+"""The sender agent: turns send commands into stored, queued emails (and keeps the
+database copy of the therapist directory).
 
 Storing is idempotent (the email key is unique), so a replayed command is a
-no-op. While the database is unreachable the agent waits and retries rather than
-skipping the command; the delivery loop then sends what was stored.
+no-op. Commands are stored in batches, one transaction each, and acknowledged
+only after their batch is stored: a worker stopped during a database outage
+leaves them to be delivered again, never acknowledged unstored. While the
+database is unavailable the agent waits and retries; a command that fails for
+any other reason goes to the DLQ (and the therapist agent is told that the email
+it decided will not come, so the therapist's weekly window is not held forever).
 """
 
 from __future__ import annotations
@@ -14,16 +19,15 @@ from datetime import datetime
 from typing import Any
 
 import faust
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from streams.app import Topics
-from streams.codec import loads
-from streams.delivery import Wakeups
+from streams.codec import dumps, loads
+from streams.delivery import ThrottledWarning, Wakeups
 from streams.dlq import publish_dead_letter
 from streams.log_safety import log_failure
 from streams.persistence import calls, emails
-from streams.persistence.db import Database
+from streams.persistence.db import Database, run_retrying
 from streams.rendering import Renderer
 from streams.settings import Settings
 
@@ -53,25 +57,27 @@ class SenderAgent:
         self.wakeups = wakeups
         self.clock = clock
         self.identity = emails.Identity(settings.sender_email, settings.sender_name)
+        self.database_warning = ThrottledWarning(log)
 
     async def __call__(self, stream: faust.StreamT) -> None:
-        # Batches: one transaction stores up to BATCH emails. take_events acks them
-        # only after the body ran; a replay after a crash is recognised by email key.
-        async for events in stream.take_events(BATCH, within=BATCH_WITHIN):
+        # noack_take: the events are acknowledged here, after their batch is stored.
+        async for events in stream.noack_take(BATCH, within=BATCH_WITHIN):
             try:
-                await self._until_stored(events)
+                await self._store(events)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                # Something in the batch is malformed: one by one, so only that one
-                # goes to the DLQ.
+                # Something in the batch can never be stored: one by one, so only
+                # that one goes to the DLQ.
                 for event in events:
                     await self._one(event)
+            for event in events:
+                await stream.ack(event)
             self.wakeups.work_added()
 
     async def _one(self, event: Any) -> None:
         try:
-            await self._until_stored([event])
+            await self._store([event])
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -79,18 +85,28 @@ class SenderAgent:
             await publish_dead_letter(
                 self.topics.dlq, event.message, f"internal error: {type(exc).__name__}", self.clock()
             )
+            await self._abandon(event)
 
-    async def _until_stored(self, events: list[Any]) -> None:
+    async def _abandon(self, event: Any) -> None:
+        """A decided email that will not be created must not hold the window."""
+        try:
+            command = loads(event.value)
+        except ValueError:
+            return
+        if command.get("kind") == "send_email" and command.get("email_key") and command.get("therapist"):
+            therapist_id = command["therapist"].get("therapist_id")
+            failed = {"kind": "email_failed", "email_key": command["email_key"], "therapist_id": therapist_id}
+            await self.topics.inbox.send(key=str(therapist_id).encode(), value=dumps(failed))
+
+    async def _store(self, events: list[Any]) -> None:
         commands = [loads(event.value) for event in events]
-        delay = 0.5
-        while True:
-            try:
-                await self.database.run(self._carry_out, commands, self.clock())
-                return
-            except SQLAlchemyError as exc:
-                log.warning("sender agent: database unavailable (%s); retrying in %.1fs", type(exc).__name__, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+        await run_retrying(
+            self.database,
+            self._carry_out,
+            commands,
+            self.clock(),
+            warn=lambda message, *args: self.database_warning("sender agent: " + message, *args),
+        )
 
     def _carry_out(self, session: Session, commands: list[dict[str, Any]], now: datetime) -> None:
         """All commands of a batch, in their order, in one transaction."""
@@ -111,7 +127,7 @@ class SenderAgent:
                 continue
             store_run()
             if kind == "settle_request":
-                emails.settle_request(session, command, now)
+                emails.settle_request(session, command, self.channels, now)
             elif kind == "therapist_profile":
                 calls.update_directory(session, command, self.channels, now)
             else:

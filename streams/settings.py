@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -39,7 +40,15 @@ def _duration(value: Any) -> Any:
     return parse_duration(value) if isinstance(value, str) else value
 
 
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be longer than zero")
+    return value
+
+
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
+# Zero would make no sense (a zero-length slot, lease or interval, a busy loop).
+Positive = Annotated[timedelta, BeforeValidator(_duration), AfterValidator(_positive)]
 
 
 class SettingsError(ValueError):
@@ -57,22 +66,22 @@ class Settings(BaseModel):
     smtp_username: SecretStr | None = Field(None, alias="COMM_SMTP_USERNAME")
     smtp_password: SecretStr | None = Field(None, alias="COMM_SMTP_PASSWORD")
     smtp_security: Literal["none", "starttls", "tls"] = Field("none", alias="COMM_SMTP_SECURITY")
-    smtp_timeout: Duration = Field(timedelta(seconds=30), alias="COMM_SMTP_TIMEOUT")
+    smtp_timeout: Positive = Field(timedelta(seconds=30), alias="COMM_SMTP_TIMEOUT")
     # A CA bundle to verify the SMTP server's certificate with (default: the system's).
     smtp_ca_file: Path | None = Field(None, alias="COMM_SMTP_CA_FILE")
     sender_email: str = Field("vermittlung@therapieplatz.example", alias="COMM_SENDER_EMAIL")
     sender_name: str = Field("Therapieplatz-Vermittlung", alias="COMM_SENDER_NAME")
     timezone: Any = Field(ZoneInfo("Europe/Berlin"), alias="COMM_TIMEZONE")
-    contact_interval: Duration = Field(timedelta(days=7), alias="COMM_CONTACT_INTERVAL")
-    follow_up_after: Duration = Field(timedelta(days=7), alias="COMM_FOLLOW_UP_AFTER")
+    contact_interval: Positive = Field(timedelta(days=7), alias="COMM_CONTACT_INTERVAL")
+    follow_up_after: Positive = Field(timedelta(days=7), alias="COMM_FOLLOW_UP_AFTER")
     batch_schedule_text: str = Field("0 9 * * *", alias="COMM_BATCH_SCHEDULE")
-    call_slot: Duration = Field(timedelta(minutes=5), alias="COMM_CALL_SLOT")
+    call_slot: Positive = Field(timedelta(minutes=5), alias="COMM_CALL_SLOT")
     call_reminder_before: Duration = Field(timedelta(minutes=15), alias="COMM_CALL_REMINDER_BEFORE")
     # Phone follow-up beyond the contract: notice before a call is booked, how far
     # ahead a slot is searched, staff calls per slot (unset: unlimited), and when
     # the day's call list goes out (cron or interval, in COMM_TIMEZONE).
     call_min_notice: Duration = Field(timedelta(hours=1), alias="COMM_CALL_MIN_NOTICE")
-    call_horizon: Duration = Field(timedelta(weeks=4), alias="COMM_CALL_HORIZON")
+    call_horizon: Positive = Field(timedelta(weeks=4), alias="COMM_CALL_HORIZON")
     call_capacity: int | None = Field(None, alias="COMM_CALL_CAPACITY", ge=1)
     daily_call_list_text: str = Field("0 8 * * *", alias="COMM_DAILY_CALL_LIST")
     max_send_attempts: int = Field(5, alias="COMM_MAX_SEND_ATTEMPTS", ge=1)
@@ -89,14 +98,14 @@ class Settings(BaseModel):
     create_topics: bool = Field(True, alias="COMM_CREATE_TOPICS")
     replication_factor: int = Field(1, alias="COMM_REPLICATION_FACTOR", ge=1)
     # How often each worker checks whether a batch run is due on its partitions.
-    tick_interval: Duration = Field(timedelta(seconds=1), alias="COMM_TICK_INTERVAL")
+    tick_interval: Positive = Field(timedelta(seconds=1), alias="COMM_TICK_INTERVAL")
     # How long replayed events and settled requests are recognised.
-    dedup_retention: Duration = Field(timedelta(days=90), alias="COMM_DEDUP_RETENTION")
-    broker_session_timeout: Duration = Field(timedelta(seconds=10), alias="COMM_BROKER_SESSION_TIMEOUT")
-    broker_heartbeat_interval: Duration = Field(timedelta(seconds=1), alias="COMM_BROKER_HEARTBEAT_INTERVAL")
+    dedup_retention: Positive = Field(timedelta(days=90), alias="COMM_DEDUP_RETENTION")
+    broker_session_timeout: Positive = Field(timedelta(seconds=10), alias="COMM_BROKER_SESSION_TIMEOUT")
+    broker_heartbeat_interval: Positive = Field(timedelta(seconds=1), alias="COMM_BROKER_HEARTBEAT_INTERVAL")
     # How long a fetch may wait for data. Kafka answers as soon as data arrives;
     # Tansu waits the full time, so tests and the demo set it low.
-    consumer_fetch_max_wait: Duration = Field(timedelta(milliseconds=1500), alias="COMM_CONSUMER_FETCH_MAX_WAIT")
+    consumer_fetch_max_wait: Positive = Field(timedelta(milliseconds=1500), alias="COMM_CONSUMER_FETCH_MAX_WAIT")
     # Tansu needs 1 (one record per batch) for changelog recovery; Kafka does not.
     producer_max_batch_size: int | None = Field(None, alias="COMM_PRODUCER_MAX_BATCH_SIZE", ge=1)
     table_standby_replicas: int = Field(1, alias="COMM_TABLE_STANDBY_REPLICAS", ge=0)
@@ -107,13 +116,16 @@ class Settings(BaseModel):
     # How many due emails one worker claims from the database at a time.
     delivery_batch_size: int = Field(50, alias="COMM_DELIVERY_BATCH_SIZE", ge=1)
     # How long a worker's claim on an email lasts before another may take it over.
-    delivery_lease: Duration = Field(timedelta(seconds=60), alias="COMM_DELIVERY_LEASE")
-    poll_interval: Duration = Field(timedelta(seconds=1), alias="COMM_POLL_INTERVAL")
-    retry_backoff_base: Duration = Field(timedelta(seconds=30), alias="COMM_RETRY_BACKOFF")
-    retry_backoff_max: Duration = Field(timedelta(hours=1), alias="COMM_RETRY_BACKOFF_MAX")
+    delivery_lease: Positive = Field(timedelta(seconds=60), alias="COMM_DELIVERY_LEASE")
+    poll_interval: Positive = Field(timedelta(seconds=1), alias="COMM_POLL_INTERVAL")
+    # Published outbox rows are deleted after this (they may hold patient data on
+    # their way to internal topics).
+    outbox_retention: Positive = Field(timedelta(days=7), alias="COMM_OUTBOX_RETENTION")
+    retry_backoff_base: Positive = Field(timedelta(seconds=30), alias="COMM_RETRY_BACKOFF")
+    retry_backoff_max: Positive = Field(timedelta(hours=1), alias="COMM_RETRY_BACKOFF_MAX")
     # While no SMTP session can be opened: how long delivery waits at most between
     # tries, and after how long an alert is raised.
-    smtp_outage_backoff_max: Duration = Field(timedelta(seconds=60), alias="COMM_SMTP_OUTAGE_BACKOFF_MAX")
+    smtp_outage_backoff_max: Positive = Field(timedelta(seconds=60), alias="COMM_SMTP_OUTAGE_BACKOFF_MAX")
     smtp_outage_alert_after: Duration = Field(timedelta(minutes=5), alias="COMM_SMTP_OUTAGE_ALERT_AFTER")
 
     _batch_schedule: Schedule = PrivateAttr()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import faust
@@ -30,6 +31,7 @@ from domain.decisions import (
 )
 from domain.therapist_state import TherapistState
 from streams.app import Topics
+from streams.broker_retry import until_published
 from streams.codec import (
     dumps,
     loads,
@@ -39,6 +41,7 @@ from streams.codec import (
     request_from_wire,
     send_email_command,
 )
+from streams.delivery import ThrottledWarning
 from streams.dlq import publish_dead_letter
 from streams.log_safety import log_failure
 from streams.schemas import envelope
@@ -72,17 +75,21 @@ class TherapistAgent:
         self.topics = topics
         self.table = table
         self.clock = clock
+        self.broker_warning = ThrottledWarning(log)
 
     async def __call__(self, stream: faust.StreamT) -> None:
         async for event in stream.events():
             try:
-                await self.handle(loads(event.value), event.message.partition)
+                message = loads(event.value)
+                # Broker trouble is waited out (handling is safe to repeat: the
+                # state is written last); anything else is a bug for a person.
+                await until_published(partial(self.handle, message, event.message.partition), self.broker_warning)
             except Exception as exc:
                 # A bug must not stop the stream; the message goes to the DLQ for a person.
                 log_failure(log, "therapist agent: cannot process an inbox message", exc)
-                await publish_dead_letter(
-                    self.topics.dlq, event.message, f"internal error: {type(exc).__name__}", self.clock()
-                )
+                reason = f"internal error: {type(exc).__name__}"
+                dead = partial(publish_dead_letter, self.topics.dlq, event.message, reason, self.clock())
+                await until_published(dead, self.broker_warning)
 
     async def handle(self, message: Mapping[str, Any], partition: int) -> None:
         kind = message["kind"]
@@ -122,7 +129,7 @@ class TherapistAgent:
             state.email_sent(m["email_key"], bool(m["limited"]), sent_at, self.settings.contact_interval)
             return []
         if kind == "email_failed":
-            state.email_failed(m["email_key"])
+            state.email_failed(m["email_key"], tuple(request_from_wire(r) for r in m.get("returned", ())))
             return []
         if kind == "follow_up_email":
             sent = m.get("original_sent_at")

@@ -30,7 +30,7 @@ from domain.schedule import Schedule
 from domain.slots import BookedCalls, NoSlot, Slot, find_slot
 from streams.codec import dumps
 from streams.persistence.commands import Command, Rejected
-from streams.persistence.emails import Channels
+from streams.persistence.emails import Channels, fail_unsent
 from streams.persistence.models import (
     Email,
     EmailBatch,
@@ -82,6 +82,7 @@ def update_directory(session: Session, command: Mapping[str, Any], channels: Cha
         entry.deleted = True
         entry.updated_at = now
         _cancel_all(session, therapist_id, "therapist_deleted", channels, now)
+        fail_unsent(session, therapist_id, "therapist deleted: no further contact", channels, now)
         return
     profile = command["profile"]
     for name in ("email", "first_name", "last_name", "title", "salutation", "phone", "timezone"):
@@ -89,6 +90,9 @@ def update_directory(session: Session, command: Mapping[str, Any], channels: Cha
     if "availability" in profile:  # absent: a refused update kept the previous one
         entry.availability = profile.get("availability") or {}
     entry.contact_blocked = bool(profile.get("contact_blocked"))
+    if entry.contact_blocked:
+        _cancel_all(session, therapist_id, "contact_blocked", channels, now)
+        fail_unsent(session, therapist_id, "therapist blocked for contact", channels, now)
     entry.deleted = False
     entry.updated_at = now
 
@@ -285,6 +289,9 @@ def next_follow_up(session: Session, policy: CallPolicy, channels: Channels, now
     if email is None:
         return False
     email.follow_up_done_at = now
+    if email.response_received and not any(b.response_outcome for b in email.batches):
+        log.info("email %s was answered; no follow-up", email.id)
+        return True
     batches = {b.placement_request_id: b for b in email.batches}
     still_open = [
         batches[r.placement_request_id]
@@ -484,8 +491,11 @@ def schedule_phone_call(
     p = command.payload
     therapist_id = int(p["therapist_id"])
     entry = _entry_for_calls(session, therapist_id)
-    if not entry.availability and p.get("scheduled_at") is None:
-        raise Rejected(f"therapist {therapist_id} has no phone availability: give scheduled_at")
+    if not entry.availability:
+        raise Rejected(
+            f"therapist {therapist_id} has no phone availability, so no call can be booked with them "
+            "(their follow-ups go by email)"
+        )
     _lock_bookings(session)
     at = _slot_for(session, entry, policy, now, _at(p.get("scheduled_at")))
     request_ids = [int(r) for r in p["placement_request_ids"]]

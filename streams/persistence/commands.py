@@ -17,8 +17,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from domain import email_status
+from domain.decisions import CONTACT_REQUEST
 from domain.email_status import EmailStatus
 from streams.html_text import clean_html, html_to_text
+from streams.persistence.call_requests import drop_from_calls
 from streams.persistence.emails import Channels
 from streams.persistence.models import Email, EmailBatch, ProcessedCommand
 from streams.persistence.outbox import add_rows, command_rejected_row, event_row
@@ -119,6 +121,7 @@ def update_email(session: Session, command: Command, channels: Channels, now: da
             )
         )
     if p.get("status") == EmailStatus.QUEUED:
+        _may_queue(session, email)
         # A draft goes out; a failed email gets a fresh set of attempts.
         email.status = EmailStatus.QUEUED
         email.queued_at = email.next_attempt_at = now
@@ -127,6 +130,27 @@ def update_email(session: Session, command: Command, channels: Channels, now: da
         email.claimed_by = email.claim_expires_at = None
         events.append(_event(channels, "communication.email_queued", email, {"email_id": email.id}, command, now))
     return events
+
+
+def _may_queue(session: Session, email: Email) -> None:
+    if not email.body_text.strip() or not email.body_html.strip():
+        raise Rejected(f"email {email.id} has no content (its template failed): give subject and body_html")
+    if email.kind == CONTACT_REQUEST and email.status is EmailStatus.FAILED:
+        # Its requests went back to the therapist's waiting list; they may have gone
+        # out in another email since, and must not go out twice.
+        again = session.scalars(
+            select(EmailBatch.email_id)
+            .join(Email)
+            .where(
+                EmailBatch.placement_request_id.in_(email.placement_request_ids),
+                Email.id != email.id,
+                Email.kind == CONTACT_REQUEST,
+                Email.status != EmailStatus.FAILED,
+            )
+            .limit(1)
+        ).first()
+        if again is not None:
+            raise Rejected(f"email {email.id}: its placement requests went out again in email {again}")
 
 
 def _answerable(session: Session, email_id: int) -> tuple[Email, dict[int, EmailBatch]]:
@@ -201,6 +225,9 @@ def record_email_response(
         batch.responded_at = received_at
         batch.updated_at = now
         events.append(_placement_response(channels, email, batch, response["outcome"], command, now))
+    # Answered requests are not followed up; an answer without outcomes answers all.
+    answered = request_ids or list(batches)
+    events += drop_from_calls(session, channels.events, answered, "answered by email", now, command.command_id)
     return events
 
 
@@ -214,7 +241,10 @@ def update_email_batch(session: Session, command: Command, channels: Channels, n
         batch.response_notes = p["notes"]
     batch.responded_at = batch.responded_at or now
     batch.updated_at = now
-    return [_placement_response(channels, email, batch, p["outcome"], command, now)]
+    return [
+        _placement_response(channels, email, batch, p["outcome"], command, now),
+        *drop_from_calls(session, channels.events, [batch.placement_request_id], "answered", now, command.command_id),
+    ]
 
 
 HANDLERS: dict[str, Handler] = {

@@ -17,7 +17,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import sessionmaker
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -103,12 +104,39 @@ class Database:
         self.engine.dispose()
 
 
+def is_transient(error: BaseException) -> bool:
+    """A database error that trying again later can cure (the server is down,
+    restarting, unreachable, or the connection broke), as opposed to one the same
+    statement would hit again (a value too long, a constraint violated)."""
+    if isinstance(error, OperationalError | InterfaceError | DisconnectionError):
+        return True
+    return isinstance(error, DBAPIError) and bool(error.connection_invalidated)
+
+
+async def run_retrying(
+    database: Database,
+    work: Callable[..., T],
+    *args: Any,
+    warn: Callable[[str, str], None],
+    first_delay: float = 0.5,
+    max_delay: float = 30.0,
+) -> T:
+    """``database.run(work, *args)``, waiting out transient errors with backoff;
+    other errors are raised (retrying them would block forever)."""
+    delay = first_delay
+    while True:
+        try:
+            return await database.run(work, *args)
+        except SQLAlchemyError as exc:
+            if not is_transient(exc):
+                raise
+            warn("database unavailable (%s); retrying", type(exc).__name__)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay)
+
+
 def alembic_config(connection: Any = None) -> Config:
     config = Config()
     config.set_main_option("script_location", str(resources.files("streams.migrations")))
     config.attributes["connection"] = connection
     return config
-
-
-def session_of(database: Database) -> Session:
-    return database.sessions()

@@ -14,35 +14,29 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import and_, case, func, literal, or_, select, update
+from sqlalchemy import and_, case, func, literal, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from domain.contact_limit import next_contact_at
 from domain.decisions import CONFIRMATION, CONTACT_REQUEST, FOLLOW_UP, MANUAL
+from domain.placement import ACCEPTED, CLOSING_STATUSES
 from domain.retry import backoff_delay, should_retry
 from domain.therapist_state import CREATE_EMAIL
 from streams.codec import dumps
 from streams.email_message import OutgoingEmail, message_id_for
 from streams.html_text import clean_html, html_to_text
 from streams.mailer import SendError
+from streams.persistence.call_requests import drop_from_calls
 from streams.persistence.models import Email, EmailBatch, EmailStatus, UTCDateTime
 from streams.persistence.outbox import add_rows, command_rejected_row, event_row, message_row
 from streams.rendering import RenderedEmail, RenderError
 
 log = logging.getLogger(__name__)
 
+_CLAIM_LOCK = 7_215_004_313
+
 # Lower goes first when many emails are due at once.
 PRIORITY = {CONFIRMATION: 0, MANUAL: 1, FOLLOW_UP: 2, CONTACT_REQUEST: 3}
-PATIENT_FIELDS = (
-    "first_name",
-    "last_name",
-    "gender",
-    "age",
-    "insurance",
-    "diagnosis",
-    "availability",
-    "notes",
-)
 
 
 @dataclass(frozen=True)
@@ -87,8 +81,8 @@ def recipient_name(therapist: Mapping[str, Any]) -> str:
 
 
 def patient_context(request: Mapping[str, Any]) -> dict[str, Any]:
-    patient = request.get("patient") or {}
-    context = {name: patient.get(name) for name in PATIENT_FIELDS}
+    # The renderer completes the context (every documented field, None if unknown).
+    context = dict(request.get("patient") or {})
     context["registered_at"] = request.get("registered_at")
     context["placement_request_id"] = request["placement_request_id"]
     return context
@@ -111,22 +105,29 @@ def _feedback_row(channels: Channels, therapist_id: int, body: dict[str, Any], n
     return message_row(channels.inbox, str(therapist_id), dumps({**body, "therapist_id": therapist_id}), now)
 
 
-def _abandon_row(channels: Channels, therapist_id: int, email_key: str, now: datetime) -> dict[str, Any]:
-    """Tells the therapist agent that a decided email will not go out, so it stops
-    holding the therapist's window for it."""
-    return _feedback_row(channels, therapist_id, {"kind": "email_failed", "email_key": email_key}, now)
-
-
-def store_send_command(
-    session: Session,
-    command: Mapping[str, Any],
-    render: Render,
-    identity: Identity,
+def _abandon_row(
     channels: Channels,
+    therapist_id: int,
+    email_key: str,
     now: datetime,
-) -> int | None:
-    """Create the email a send command describes; None if it exists already (replay)."""
-    return store_send_commands(session, [command], render, identity, channels, now)[0]
+    returned: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
+    """Tells the therapist agent that a decided email will not go out, so it stops
+    holding the therapist's window for it; ``returned`` are requests that never
+    reached the therapist and wait again for the next email."""
+    body: dict[str, Any] = {"kind": "email_failed", "email_key": email_key}
+    if returned:
+        body["returned"] = list(returned)
+    return _feedback_row(channels, therapist_id, body, now)
+
+
+def _batch_as_request(batch: EmailBatch) -> dict[str, Any]:
+    return {
+        "placement_request_id": batch.placement_request_id,
+        "patient_id": batch.patient_id,
+        "registered_at": batch.registered_at.isoformat() if batch.registered_at else None,
+        "patient": dict(batch.patient),
+    }
 
 
 def store_send_commands(
@@ -175,6 +176,7 @@ def store_send_commands(
                         channels.events, command["command_id"], CREATE_EMAIL, therapist_id, outcome, now
                     )
                 )
+                messages.append(_abandon_row(channels, therapist_id, key, now))  # it held the window
                 created.append(None)
                 continue
             email, rendered = outcome
@@ -390,16 +392,10 @@ def _with_known_patient(session: Session, request: Mapping[str, Any]) -> Mapping
     details from the email the request went out in."""
     if request.get("patient"):
         return request
-    batch = session.scalars(
-        select(EmailBatch)
-        .where(EmailBatch.placement_request_id == int(request["placement_request_id"]))
-        .order_by(EmailBatch.id.desc())
-        .limit(1)
-    ).first()
-    if batch is None:
+    known = _known_request(session, int(request["placement_request_id"]))
+    if known is None:
         return request
-    registered = batch.registered_at.isoformat() if batch.registered_at else request["registered_at"]
-    return {**request, "patient": batch.patient, "registered_at": registered}
+    return {**request, "patient": known["patient"], "registered_at": known["registered_at"] or request["registered_at"]}
 
 
 def claim_due(
@@ -427,16 +423,21 @@ def claim_due(
         .limit(limit)
     )
     if session.get_bind().dialect.name == "postgresql":
+        # One claim at a time across workers: the weekly-rule check below must see
+        # the other workers' claims (SQLite has one writer anyway).
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CLAIM_LOCK})
         query = query.with_for_update(skip_locked=True)
     emails = list(session.scalars(query))
-    last_sent = _last_limited_send(session, {e.therapist_id for e in emails if e.counts_toward_limit})
+    limited = {e.therapist_id for e in emails if e.counts_toward_limit}
+    last_sent = _last_limited_send(session, limited)
+    being_sent = _limited_being_sent(session, limited, now)
     claimed: list[ClaimedEmail] = []
     limited_in_this_claim: set[int] = set()
     for email in emails:
         if email.counts_toward_limit:
             previous = last_sent.get(email.therapist_id)
             allowed_at = next_contact_at([previous] if previous else [], contact_interval)
-            if email.therapist_id in limited_in_this_claim or (allowed_at and now < allowed_at):
+            if email.therapist_id in limited_in_this_claim | being_sent or (allowed_at and now < allowed_at):
                 # The weekly rule, checked once more against what was really sent.
                 email.status = EmailStatus.QUEUED
                 email.next_attempt_at = allowed_at if allowed_at and allowed_at > now else now + contact_interval
@@ -454,6 +455,35 @@ def claim_due(
         email.claim_expires_at = now + lease
         claimed.append(_snapshot(email))
     return claimed
+
+
+def _limited_being_sent(session: Session, therapist_ids: set[int], now: datetime) -> set[int]:
+    """Therapists with a limited email another worker is sending right now."""
+    if not therapist_ids:
+        return set()
+    return set(
+        session.scalars(
+            select(Email.therapist_id).where(
+                Email.therapist_id.in_(therapist_ids),
+                Email.counts_toward_limit.is_(True),
+                Email.status == EmailStatus.SENDING,
+                Email.claim_expires_at >= now,
+            )
+        )
+    )
+
+
+def renew_claims(session: Session, email_ids: list[int], worker: str, now: datetime, lease: timedelta) -> set[int]:
+    """Extend this worker's claims; the ids it still holds (an expired claim may have
+    been taken over, and then the other worker sends that email)."""
+    held = session.scalars(
+        update(Email)
+        .where(Email.id.in_(email_ids), Email.claimed_by == worker, Email.status == EmailStatus.SENDING)
+        .values(claim_expires_at=now + lease)
+        .returning(Email.id)
+        .execution_options(synchronize_session=False)
+    )
+    return set(held)
 
 
 def _last_limited_send(session: Session, therapist_ids: set[int]) -> dict[int, datetime]:
@@ -499,11 +529,6 @@ def release_claims(session: Session, email_ids: list[int], worker: str) -> None:
         .where(Email.id.in_(email_ids), Email.claimed_by == worker, Email.status == EmailStatus.SENDING)
         .values(status=EmailStatus.QUEUED, claimed_by=None, claim_expires_at=None)
     )
-
-
-def record_sent(session: Session, email_id: int, sent_at: datetime, channels: Channels) -> None:
-    """Mark an email sent (once: a second call changes nothing) and report it."""
-    record_sent_many(session, [(email_id, sent_at)], channels)
 
 
 def record_sent_many(session: Session, sent: Sequence[tuple[int, datetime]], channels: Channels) -> None:
@@ -602,14 +627,46 @@ def _failure_rows(email: Email, channels: Channels, now: datetime, *, retry: boo
             f"for good after {email.retry_count} attempt(s): {email.error_message}",
         }
         rows.append(event_row(channels.events, "communication.alert", email.therapist_id, alert, now))
-        rows.append(_abandon_row(channels, email.therapist_id, email.email_key, now))
+        # A contact email that never arrived: its requests wait for the next one.
+        returned = [_batch_as_request(b) for b in email.batches] if email.kind == CONTACT_REQUEST else []
+        rows.append(_abandon_row(channels, email.therapist_id, email.email_key, now, returned))
     return rows
 
 
-def settle_request(session: Session, command: Mapping[str, Any], now: datetime) -> None:
-    """A request already emailed changed status: record it on its batch entries."""
+def fail_unsent(session: Session, therapist_id: int, reason: str, channels: Channels, now: datetime) -> None:
+    """No further contact (therapist deleted or blocked): emails not yet sent fail."""
+    unsent = session.scalars(
+        select(Email)
+        .where(Email.therapist_id == therapist_id, Email.status.in_([EmailStatus.DRAFT, EmailStatus.QUEUED]))
+        .with_for_update()
+    ).all()
+    rows = []
+    for email in unsent:
+        email.status = EmailStatus.FAILED
+        email.error_message = reason
+        email.next_attempt_at = email.claimed_by = email.claim_expires_at = None
+        email.updated_at = now
+        failed = {
+            "email_id": email.id,
+            "error": reason,
+            "retry_count": email.retry_count,
+            "will_retry": False,
+            "next_attempt_at": None,
+        }
+        rows.append(event_row(channels.events, "communication.email_failed", therapist_id, failed, now))
+        rows.append(_abandon_row(channels, therapist_id, email.email_key, now))
+    add_rows(session, rows)
+
+
+def settle_request(session: Session, command: Mapping[str, Any], channels: Channels, now: datetime) -> None:
+    """A request already emailed changed status: record it on its batch entries;
+    closed or accepted, it is no longer part of a call still to be made."""
+    request_id = int(command["placement_request_id"])
+    status = command["status"]
     session.execute(
         update(EmailBatch)
-        .where(EmailBatch.placement_request_id == int(command["placement_request_id"]))
-        .values(request_status=command["status"], updated_at=now)
+        .where(EmailBatch.placement_request_id == request_id)
+        .values(request_status=status, updated_at=now)
     )
+    if status in CLOSING_STATUSES or status == ACCEPTED:
+        add_rows(session, drop_from_calls(session, channels.events, [request_id], f"request {status}", now))

@@ -192,6 +192,9 @@ class OutboxMessage(Base):
     value: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     published_at: Mapped[datetime | None]
+    # Set when the broker can never take the message (e.g. too large): it is parked
+    # (published_at set) so that it does not hold up everything after it.
+    failed_reason: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (Index("ix_outbox_unpublished", "published_at", "id"),)
 

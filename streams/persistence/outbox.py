@@ -41,10 +41,6 @@ def add_rows(session: Session, rows: Sequence[dict[str, Any]]) -> None:
         session.execute(insert(OutboxMessage), list(rows))
 
 
-def add_message(session: Session, topic: str, key: str | None, value: bytes | str, now: datetime) -> None:
-    add_rows(session, [message_row(topic, key, value, now)])
-
-
 def event_row(
     topic: str,
     event_type: str,
@@ -106,6 +102,23 @@ def mark_published(session: Session, ids: Sequence[int], now: datetime) -> None:
         .where(OutboxMessage.id.in_(ids), OutboxMessage.published_at.is_(None))
         .values(published_at=now)
     )
+
+
+def park(session: Session, message_id: int, reason: str, now: datetime, alerts: str) -> None:
+    """A message the broker can never take: set aside with the reason, and an alert
+    (on the ``alerts`` topic)."""
+    row = session.get(OutboxMessage, message_id)
+    if row is None or row.published_at is not None:
+        return
+    row.published_at = now
+    row.failed_reason = reason
+    alert = {
+        "severity": "error",
+        "code": "event_unpublishable",
+        "outbox_id": message_id,
+        "message": f"an event for topic {row.topic} could not be published and was set aside: {reason}",
+    }
+    add_rows(session, [event_row(alerts, "communication.alert", None, alert, now)])
 
 
 def purge_published(session: Session, before: datetime) -> int:

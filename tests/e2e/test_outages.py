@@ -80,3 +80,23 @@ async def test_database_stopped_and_started(make_service):
             assert worker.running
     finally:
         cluster.destroy()
+
+
+async def test_worker_stopped_during_a_database_outage_loses_no_send_command(make_service):
+    cluster = PrivateCluster().start()
+    try:
+        async with make_service(database_url=cluster.url) as service:
+            worker = await service.up()
+            await publish(service, [1])
+            await service.mailbox.wait_for(address(1), 1)
+            cluster.stop()
+            await publish(service, range(2, 6))  # decided, then waiting for the database
+            await service.wait_log("sender agent: database unavailable")
+            assert worker.terminate() < 10.0  # stops promptly, with the commands not stored
+            cluster.start()
+            await service.start_worker()
+            for therapist_id in range(2, 6):  # nothing was acknowledged unstored: all of them go out
+                await service.mailbox.wait_for(address(therapist_id), 1, timeout=60)
+            one_email_each(service, range(1, 6))
+    finally:
+        cluster.destroy()

@@ -32,7 +32,10 @@ POLICY = calls.CallPolicy(
     zone=BERLIN,
     daily_call_list=parse_cron("0 8 * * *", BERLIN),
 )
-HANDLERS = {name: partial(handler, policy=POLICY) for name, handler in calls.CALL_HANDLERS.items()}
+HANDLERS = {
+    **commands.HANDLERS,
+    **{name: partial(handler, policy=POLICY) for name, handler in calls.CALL_HANDLERS.items()},
+}
 
 
 def directory(database, therapist_id, availability=HOURS, **changes):
@@ -57,7 +60,7 @@ def sent_email(database, therapist_id, request_ids, sent_at):
     )
     email_id = database.transaction(emails.store_send_commands, [cmd], render, IDENTITY, CHANNELS, sent_at)[0]
     database.transaction(emails.claim_due, "w", sent_at, 100, timedelta(seconds=60), timedelta(seconds=1))
-    database.transaction(emails.record_sent, email_id, sent_at, CHANNELS)
+    database.transaction(emails.record_sent_many, [(email_id, sent_at)], CHANNELS)
     return email_id
 
 
@@ -368,3 +371,38 @@ def test_unknown_call_is_rejected(database, command_type):
     payload = {"phone_call_id": 424242, "notes": "x"} if "update" in command_type else {"phone_call_id": 424242}
     assert run(database, command_type, payload) == "rejected"
     assert rejection(database) == "there is no phone call 424242"
+
+
+def test_closed_or_answered_requests_leave_the_booked_call(database):
+    directory(database, 13)
+    email_id = sent_email(database, 13, [131, 132, 133], MONDAY - timedelta(days=7))
+    follow_up(database, MONDAY)
+    call_id = outbox(database, "communication.phone_call_scheduled")[-1]["payload"]["phone_call_id"]
+    database.transaction(emails.settle_request, {"placement_request_id": 131, "status": "withdrawn"}, CHANNELS, MONDAY)
+    [updated] = outbox(database, "communication.phone_call_updated")
+    assert updated["payload"]["placement_request_ids"] == [132, 133]
+    assert updated["payload"]["removed_placement_request_ids"] == [131]
+    response = {
+        "email_id": email_id,
+        "received_at": MONDAY.isoformat(),
+        "responses": [
+            {"placement_request_id": 132, "outcome": "rejected"},
+            {"placement_request_id": 133, "outcome": "no_capacity"},
+        ],
+    }
+    assert run(database, "communication.record_email_response", response) == "done"
+    [cancelled] = outbox(database, "communication.phone_call_cancelled")
+    assert cancelled["payload"]["phone_call_id"] == call_id
+    assert "no open requests left" in cancelled["payload"]["reason"]
+
+
+def test_an_answer_without_outcomes_means_no_follow_up(database):
+    directory(database, 14)
+    email_id = sent_email(database, 14, [141], MONDAY - timedelta(days=7))
+    run(
+        database,
+        "communication.record_email_response",
+        {"email_id": email_id, "received_at": MONDAY.isoformat(), "content": "Ich melde mich nächste Woche."},
+    )
+    assert follow_up(database, MONDAY)
+    assert outbox(database, "communication.phone_call_scheduled") == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from email import message_from_bytes, policy
 
 import pytest
 
@@ -123,7 +124,18 @@ async def test_unreachable_server_is_a_temporary_failure():
 
 
 def test_header_values_cannot_inject_headers():
-    message = build_message(outgoing(subject="Hallo\r\nBcc: spy@evil.example", recipient_name="Eva\nBcc: x@y"), SENT_AT)
-    raw = message.as_bytes()
+    raw = build_message(
+        outgoing(subject="Hallo\r\nBcc: spy@evil.example", recipient_name="Eva\nBcc: x@y"), SENT_AT
+    ).data
     assert b"\r\nBcc:" not in raw and b"\nBcc:" not in raw
-    assert message["Subject"] == "Hallo Bcc: spy@evil.example"
+    parsed = message_from_bytes(raw, policy=policy.default)
+    assert parsed["Subject"] == "Hallo Bcc: spy@evil.example"
+    assert parsed.get_all("Bcc") is None
+
+
+def test_non_ascii_names_and_subjects_are_encoded_and_lines_end_in_crlf():
+    raw = build_message(outgoing(subject="Anfrage für Frau Müller", recipient_name="Jürgen Groß"), SENT_AT).data
+    assert raw.isascii() and b"\r\n" in raw and b"\n" not in raw.replace(b"\r\n", b"")
+    parsed = message_from_bytes(raw, policy=policy.default)
+    assert parsed["Subject"] == "Anfrage für Frau Müller"
+    assert parsed["To"].addresses[0].display_name == "Jürgen Groß"

@@ -66,7 +66,7 @@ def command(
 
 
 def store(database, cmd, now=NOW, renderer=render):
-    return database.transaction(emails.store_send_command, cmd, renderer, IDENTITY, CHANNELS, now)
+    return database.transaction(emails.store_send_commands, [cmd], renderer, IDENTITY, CHANNELS, now)[0]
 
 
 def published(database, topic=None):
@@ -183,7 +183,7 @@ def test_expired_claim_is_taken_over_with_the_same_message_id(database):
 def test_weekly_rule_is_checked_again_against_what_was_sent(database):
     store(database, command("k1", requests=((1, "2026-01-01T10:00:00+00:00"),)))
     sent = claim(database)[0]
-    database.transaction(emails.record_sent, sent.id, NOW, CHANNELS)
+    database.transaction(emails.record_sent_many, [(sent.id, NOW)], CHANNELS)
     store(database, command("k2", requests=((2, "2026-01-02T10:00:00+00:00"),)), now=NOW + timedelta(days=1))
     assert claim(database, now=NOW + timedelta(days=1)) == []
     held = database.transaction(lambda s: s.scalars(select(Email).where(Email.email_key == "k2")).one())
@@ -199,7 +199,7 @@ def test_two_limited_emails_for_one_therapist_never_leave_together(database):
 
 def test_unlimited_emails_ignore_the_weekly_rule(database):
     store(database, command("k1"))
-    database.transaction(emails.record_sent, claim(database)[0].id, NOW, CHANNELS)
+    database.transaction(emails.record_sent_many, [(claim(database)[0].id, NOW)], CHANNELS)
     store(database, command("c1", kind="confirmation", template="confirmation", limited=False))
     assert [c.email_key for c in claim(database, now=NOW + timedelta(minutes=1))] == ["c1"]
 
@@ -207,8 +207,8 @@ def test_unlimited_emails_ignore_the_weekly_rule(database):
 def test_sent_is_recorded_once_with_its_events(database):
     email_id = store(database, command("k1"))
     claim(database)
-    database.transaction(emails.record_sent, email_id, NOW, CHANNELS)
-    database.transaction(emails.record_sent, email_id, NOW + timedelta(seconds=5), CHANNELS)
+    database.transaction(emails.record_sent_many, [(email_id, NOW)], CHANNELS)
+    database.transaction(emails.record_sent_many, [(email_id, NOW + timedelta(seconds=5))], CHANNELS)
     email = database.transaction(lambda s: s.get(Email, email_id))
     assert (email.status, email.sent_at, email.claimed_by) == (EmailStatus.SENT, NOW, None)
     sent_events = [
@@ -275,7 +275,7 @@ def test_permanent_failure_stops_at_once(database):
 def test_outbox_is_read_in_order_and_marked(database):
     def write(session):
         for n in range(5):
-            outbox.add_message(session, "t", str(n), f'{{"n": {n}}}', NOW)
+            outbox.add_rows(session, [outbox.message_row("t", str(n), f'{{"n": {n}}}', NOW)])
 
     database.transaction(write)
     batch = database.transaction(outbox.unpublished, 3)
@@ -326,3 +326,52 @@ def test_status_values_are_constrained(database, status):
         database.transaction(
             lambda s: s.execute(text("UPDATE emails SET status = :s WHERE id = :i"), {"s": status, "i": email_id})
         )
+
+
+def test_rejected_manual_email_releases_the_window_it_held(database):
+    manual = {
+        **command("m1", kind="manual", template=None),
+        "content": {"template": "no_such_template"},
+        "command_id": "c-1",
+        "queue": True,
+        "limited": True,
+        "respect_contact_limit": True,
+    }
+
+    def renderer(template, context, therapist_id=None):
+        raise RenderError(f"template {template!r}: TemplateNotFound")
+
+    assert store(database, manual, renderer=renderer) is None
+    rejected = [doc for _, doc in published(database, CHANNELS.events)]
+    assert [d["event_type"] for d in rejected] == ["communication.command_rejected"]
+    assert [doc for _, doc in published(database, "inbox")] == [
+        {"kind": "email_failed", "email_key": "m1", "therapist_id": 7}
+    ]
+
+
+def test_two_claims_never_hand_out_two_limited_emails_for_one_therapist(database):
+    store(database, command("k1", requests=((1, "2026-01-01T10:00:00+00:00"),)))
+    store(database, command("k2", kind="follow_up", template="follow_up", requests=((2, "2026-01-02T10:00:00+00:00"),)))
+    assert [c.email_key for c in claim(database, worker="a", limit=1)] == ["k2"]  # follow-ups go first
+    assert claim(database, worker="b") == []  # k2 is being sent by worker a: k1 must wait
+    held = database.transaction(lambda s: s.scalars(select(Email).where(Email.email_key == "k1")).one())
+    assert held.status is EmailStatus.QUEUED and held.next_attempt_at > NOW
+
+
+def test_a_claim_taken_over_is_no_longer_held(database):
+    email_id = store(database, command("k1"))
+    claim(database, worker="a")
+    lease = timedelta(seconds=60)
+    assert database.transaction(emails.renew_claims, [email_id], "a", NOW + timedelta(seconds=30), lease) == {email_id}
+    claim(database, worker="b", now=NOW + timedelta(seconds=91))  # a's claim ran out, b took over
+    assert database.transaction(emails.renew_claims, [email_id], "a", NOW + timedelta(seconds=92), lease) == set()
+
+
+def test_a_deleted_therapist_gets_none_of_the_emails_still_waiting(database):
+    store(database, command("k1"))
+    store(database, command("c1", kind="confirmation", template="confirmation", limited=False))
+    database.transaction(emails.fail_unsent, 7, "therapist deleted: no further contact", CHANNELS, NOW)
+    statuses = database.transaction(lambda s: [(e.status, e.error_message) for e in s.scalars(select(Email))])
+    assert statuses == [(EmailStatus.FAILED, "therapist deleted: no further contact")] * 2
+    assert claim(database) == []
+    assert event_types(database).count("communication.email_failed") == 2

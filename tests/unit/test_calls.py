@@ -1,11 +1,9 @@
 """Call outcomes, reminders and which requests a follow-up is about."""
 
-from datetime import UTC, datetime, timedelta
-
 import pytest
 
-from domain.calls import CallStatus, Finish, Reschedule, after_outcome, change_refusal, reminder_due
-from domain.follow_up import RequestInEmail, follow_up_due, open_requests
+from domain.calls import CallStatus, Finish, Reschedule, after_outcome, change_refusal
+from domain.follow_up import RequestInEmail, open_requests
 
 C = CallStatus
 
@@ -43,14 +41,6 @@ def test_only_scheduled_calls_change(status):
     assert (change_refusal(status) is None) is (status is C.SCHEDULED)
 
 
-def test_reminder_due_exactly_at_the_moment():
-    call = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
-    before = timedelta(minutes=15)
-    assert not reminder_due(call, before, call - before - timedelta(seconds=1))
-    assert reminder_due(call, before, call - before)
-    assert reminder_due(call, before, call + timedelta(hours=1))  # late, after downtime: still due
-
-
 def test_follow_up_is_about_the_open_requests_only():
     requests = [
         RequestInEmail(1, None, None),  # open
@@ -61,9 +51,3 @@ def test_follow_up_is_about_the_open_requests_only():
         RequestInEmail(6, "needs_info", None),  # answered (even if it asks something)
     ]
     assert [r.placement_request_id for r in open_requests(requests)] == [1, 5]
-
-
-def test_follow_up_due_after_the_interval():
-    sent = datetime(2026, 11, 16, 9, 0, tzinfo=UTC)
-    assert not follow_up_due(sent, timedelta(days=7), sent + timedelta(days=7) - timedelta(seconds=1))
-    assert follow_up_due(sent, timedelta(days=7), sent + timedelta(days=7))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from domain.email_status import EmailStatus, may_transition, response_refusal, update_refusal
+from domain.email_status import EmailStatus, response_refusal, update_refusal
 
 S = EmailStatus
 
@@ -33,27 +33,6 @@ def test_update_email(current, requested, allowed):
 @pytest.mark.parametrize("status", list(S))
 def test_answers_only_on_sent_emails(status):
     assert (response_refusal(status) is None) is (status is S.SENT)
-
-
-@pytest.mark.parametrize(
-    ("current", "new", "allowed"),
-    [
-        (S.DRAFT, S.QUEUED, True),
-        (S.QUEUED, S.SENDING, True),
-        (S.SENDING, S.SENT, True),
-        (S.SENDING, S.QUEUED, True),
-        (S.SENDING, S.FAILED, True),
-        (S.FAILED, S.QUEUED, True),
-        (S.QUEUED, S.FAILED, True),
-        (S.DRAFT, S.SENT, False),
-        (S.SENT, S.QUEUED, False),
-        (S.SENT, S.FAILED, False),
-        (S.FAILED, S.SENT, False),
-        (S.DRAFT, S.SENDING, False),
-    ],
-)
-def test_transitions(current, new, allowed):
-    assert may_transition(current, new) is allowed
 
 
 def test_wire_values_are_the_german_ones():

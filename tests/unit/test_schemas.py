@@ -188,3 +188,21 @@ def test_valid_commands():
         ),
     ]:
         assert isinstance(parse_input(event(event_type, payload), COMMANDS), InputEvent)
+
+
+@pytest.mark.parametrize(
+    ("payload", "fragment"),
+    [
+        ({**MATCH, "placement_request_id": 2**31}, "payload.placement_request_id"),
+        ({**MATCH, "therapist_id": 2**40}, "payload.therapist_id"),
+    ],
+)
+def test_values_that_do_not_fit_the_database_are_refused_at_ingest(payload, fragment):
+    assert fragment in parse_input(event("match.created", payload), MATCHING_EVENTS).reason
+
+
+def test_status_longer_than_its_column_is_refused():
+    payload = {"placement_request_id": 1, "therapist_id": 2, "patient_id": 3, "new_status": "x" * 33}
+    assert "payload.new_status" in parse_input(event("match.status_changed", payload), MATCHING_EVENTS).reason
+    title = {**THERAPIST, "title": "Dr. " * 20}
+    assert "payload.title" in parse_input(event("therapist.updated", title), THERAPIST_EVENTS).reason

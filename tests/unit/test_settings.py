@@ -59,6 +59,9 @@ def test_values_from_the_environment():
         ("COMM_SMTP_SECURITY", "ssl", "'none', 'starttls' or 'tls'"),
         ("COMM_MAX_SEND_ATTEMPTS", "0", "greater than or equal to 1"),
         ("COMM_DATABASE_URL", "not a url", "not a database URL"),
+        ("COMM_CALL_SLOT", "0s", "must be longer than zero"),
+        ("COMM_DELIVERY_LEASE", "0ms", "must be longer than zero"),
+        ("COMM_CONTACT_INTERVAL", "0d", "must be longer than zero"),
     ],
 )
 def test_invalid_value_names_the_variable(variable, value, fragment):

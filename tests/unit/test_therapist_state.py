@@ -81,13 +81,25 @@ def test_second_email_only_after_the_interval_with_only_new_requests():
     assert [r.placement_request_id for r in second.requests] == [2]
 
 
-def test_failed_email_releases_the_window():
+def test_failed_email_releases_the_window_and_its_requests_wait_again():
+    state = known_therapist()
+    state.match_created("e1", request(1, T0 - WEEK), T0)
+    state.match_created("e2", request(2, T0 - WEEK), T0)
+    first = state.plan_contact_email(T0, WEEK)
+    state.match_status_changed("s2", 2, 1002, "withdrawn", T0)  # closed after the email was decided
+    state.email_failed(first.email_key, first.requests)
+    state.match_created("e3", request(3, T0), T0)
+    again = state.plan_contact_email(T0 + timedelta(days=1), WEEK)
+    assert [r.placement_request_id for r in again.requests] == [1, 3]  # not the withdrawn one
+
+
+def test_failed_email_of_a_blocked_therapist_returns_nothing():
     state = known_therapist()
     state.match_created("e1", request(1, T0 - WEEK), T0)
     first = state.plan_contact_email(T0, WEEK)
-    state.email_failed(first.email_key)
-    state.match_created("e2", request(2, T0), T0)
-    assert state.plan_contact_email(T0 + timedelta(days=1), WEEK) is not None
+    state.therapist_upserted("t2", T0, TherapistProfile(7, "a@b.example", "A", "B", contact_blocked=True), T0)
+    state.email_failed(first.email_key, first.requests)
+    assert state.pending == {}
 
 
 def test_unlimited_email_does_not_hold_the_window():
@@ -322,3 +334,20 @@ def test_follow_up_email_holds_the_window_and_is_decided_once():
     deleted = known_therapist()
     deleted.therapist_deleted("d", T0, T0)
     assert deleted.follow_up_email("fu-2", waiting, None, T0) == []
+
+
+def test_request_refused_while_blocked_can_be_proposed_again():
+    state = known_therapist(profile=TherapistProfile(7, "a@b.example", "A", "B", contact_blocked=True))
+    assert state.match_created("e1", request(1, T0 - WEEK), T0) == [DropRequest(1, 1001, CONTACT_BLOCKED)]
+    assert state.match_created("e1-again", request(1, T0 - WEEK), T0) == [DropRequest(1, 1001, CONTACT_BLOCKED)]
+    state.therapist_upserted("t-unblocked", T0 + timedelta(seconds=1), PROFILE, T0)
+    assert state.match_created("e2", request(1, T0 - WEEK), T0) == []  # proposed again: it waits now
+    assert [r.placement_request_id for r in state.plan_contact_email(T0, WEEK).requests] == [1]
+
+
+def test_a_closed_request_stays_closed_when_proposed_again():
+    state = known_therapist()
+    state.match_created("e1", request(1, T0 - WEEK), T0)
+    state.match_status_changed("s1", 1, 1001, "cancelled", T0)
+    assert state.match_created("e2", request(1, T0 - WEEK), T0) == []
+    assert state.pending == {}

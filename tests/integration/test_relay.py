@@ -1,0 +1,73 @@
+"""The outbox relay against a real database, with a stand-in producer (an adapter
+test): order, the published prefix, and parking what can never be published."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+
+from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
+from sqlalchemy import select
+
+from streams.persistence import outbox
+from streams.persistence.models import OutboxMessage
+from streams.relay import OutboxRelay
+from streams.settings import Settings
+
+NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+
+
+class Producer:
+    """Takes messages like aiokafka's producer; some fail."""
+
+    def __init__(self, refuse: dict[str, BaseException]) -> None:
+        self.refuse = refuse
+        self.sent: list[str] = []
+
+    async def send(self, topic, key, value, partition, timestamp, headers):
+        future = asyncio.get_running_loop().create_future()
+        text = value.decode()
+        if text in self.refuse:
+            future.set_exception(self.refuse[text])
+        else:
+            self.sent.append(text)
+            future.set_result(None)
+        return future
+
+
+def write(database, *values):
+    database.transaction(lambda s: outbox.add_rows(s, [outbox.message_row("t", "k", v, NOW) for v in values]))
+
+
+def rows(database):
+    return database.transaction(
+        lambda s: [
+            (r.value, r.published_at is not None, r.failed_reason)
+            for r in s.scalars(select(OutboxMessage).order_by(OutboxMessage.id))
+        ]
+    )
+
+
+def relay(database, producer):
+    return OutboxRelay(Settings.from_environ({}), database, producer, "events", asyncio.Event(), "w", lambda: NOW)
+
+
+async def test_an_unpublishable_message_is_parked_and_the_rest_goes_on(database):
+    write(database, "a", "too-big", "c")
+    producer = Producer({"too-big": MessageSizeTooLargeError("the message is 2000000 bytes")})
+    assert await relay(database, producer)._publish(database.transaction(outbox.unpublished, 10))
+    assert producer.sent == ["a", "c"]
+    stored = rows(database)
+    assert [(v, done) for v, done, _ in stored[:3]] == [("a", True), ("too-big", True), ("c", True)]
+    assert "MessageSizeTooLargeError" in stored[1][2]
+    [alert] = [json.loads(v) for v, done, _ in stored[3:]]
+    assert alert["event_type"] == "communication.alert" and alert["payload"]["code"] == "event_unpublishable"
+
+
+async def test_a_transient_failure_keeps_the_order(database):
+    write(database, "a", "slow", "c")
+    producer = Producer({"slow": KafkaTimeoutError()})
+    assert not await relay(database, producer)._publish(database.transaction(outbox.unpublished, 10))
+    assert [(v, done) for v, done, _ in rows(database)] == [("a", True), ("slow", False), ("c", False)]
+    assert [m.value for m in database.transaction(outbox.unpublished, 10)] == ["slow", "c"]
