@@ -32,7 +32,7 @@ from streams.log_safety import log_failure
 from streams.mailer import Mailer, SmtpUnavailable, classify
 from streams.persistence import emails
 from streams.persistence.db import Database, run_retrying
-from streams.persistence.outbox import add_event
+from streams.persistence.outbox import add_rows, event_row
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -245,14 +245,8 @@ class DeliveryService(Service):  # type: ignore[misc]
 
     async def _alert(self, severity: str, code: str, message: str) -> None:
         def write(session: Session) -> None:
-            add_event(
-                session,
-                self.channels.events,
-                "communication.alert",
-                None,
-                {"severity": severity, "code": code, "message": message},
-                self.clock(),
-            )
+            alert = {"severity": severity, "code": code, "message": message}
+            add_rows(session, [event_row(self.channels.events, "communication.alert", None, alert, self.clock())])
 
         try:
             await self.database.run(write)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from streams.rendering import RenderedEmail, Renderer
+from streams.rendering import PATIENT_KEYS, RenderedEmail, Renderer
 
 DEFAULT_ZONE = "Europe/Berlin"
 SENDER = {"name": "Therapieplatz-Vermittlung", "email": "therapieplatz@example.org"}
@@ -41,16 +41,7 @@ def _therapist(first_name: str, last_name: str, salutation: str | None, title: s
 
 
 def _patient(request_id: int, registered_at: str, **fields: Any) -> dict[str, Any]:
-    keys = (
-        "first_name",
-        "last_name",
-        "gender",
-        "age",
-        "insurance",
-        "diagnosis",
-        "availability",
-        "notes",
-    )
+    keys = [key for key in PATIENT_KEYS if key not in ("registered_at", "placement_request_id")]
     return {
         **{key: fields.get(key) for key in keys},
         "registered_at": registered_at,

@@ -4,6 +4,7 @@ email, the delivery schedule and claim, a transactional outbox and named leases.
 
 from __future__ import annotations
 
+import enum
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,6 +80,19 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
+def status_column(values: type[enum.StrEnum], name: str) -> Enum:
+    """Status values stored as text with a CHECK constraint (same on PostgreSQL and SQLite)."""
+    return Enum(
+        values,
+        name=name,
+        native_enum=False,
+        length=32,
+        values_callable=lambda e: [m.value for m in e],
+        validate_strings=True,
+        create_constraint=True,
+    )
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSONType}
@@ -106,18 +120,7 @@ class Email(Base):
     sender_email: Mapped[str] = mapped_column(String(255))
     sender_name: Mapped[str] = mapped_column(String(255))
     placement_request_ids: Mapped[list[int]] = mapped_column(JSONType, default=list)
-    status: Mapped[EmailStatus] = mapped_column(
-        Enum(
-            EmailStatus,
-            name="emailstatus",
-            native_enum=False,
-            length=32,
-            values_callable=lambda e: [m.value for m in e],
-            validate_strings=True,
-            create_constraint=True,
-        ),
-        default=EmailStatus.DRAFT,
-    )
+    status: Mapped[EmailStatus] = mapped_column(status_column(EmailStatus, "emailstatus"), default=EmailStatus.DRAFT)
     queued_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
     error_message: Mapped[str | None] = mapped_column(Text)
@@ -253,18 +256,7 @@ class PhoneCall(Base):
     scheduled_at: Mapped[datetime]
     duration_minutes: Mapped[int] = mapped_column(Integer)
     reason: Mapped[str] = mapped_column(String(32))  # follow_up, manual, retry
-    status: Mapped[CallStatus] = mapped_column(
-        Enum(
-            CallStatus,
-            name="callstatus",
-            native_enum=False,
-            length=32,
-            values_callable=lambda e: [m.value for m in e],
-            validate_strings=True,
-            create_constraint=True,
-        ),
-        default=CallStatus.SCHEDULED,
-    )
+    status: Mapped[CallStatus] = mapped_column(status_column(CallStatus, "callstatus"), default=CallStatus.SCHEDULED)
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     notes: Mapped[str | None] = mapped_column(Text)
     outcome_notes: Mapped[str | None] = mapped_column(Text)

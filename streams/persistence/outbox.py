@@ -72,23 +72,6 @@ def command_rejected_row(
     return event_row(topic, "communication.command_rejected", therapist_id, payload, now, causation_id=command_id)
 
 
-def add_event(
-    session: Session,
-    topic: str,
-    event_type: str,
-    therapist_id: int | None,
-    payload: dict[str, Any],
-    now: datetime,
-    *,
-    causation_id: str | None = None,
-    event_id: str | None = None,
-) -> None:
-    add_rows(
-        session,
-        [event_row(topic, event_type, therapist_id, payload, now, causation_id=causation_id, event_id=event_id)],
-    )
-
-
 def unpublished(session: Session, limit: int) -> list[PendingMessage]:
     rows = session.scalars(
         select(OutboxMessage).where(OutboxMessage.published_at.is_(None)).order_by(OutboxMessage.id).limit(limit)
