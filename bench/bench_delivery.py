@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import subprocess
@@ -35,20 +34,27 @@ from streams.local_broker import LocalBroker, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from tests.events import encode, envelope  # noqa: E402
 from tests.services import postgres_database  # noqa: E402
 
+# Every therapist gets the same kind of request; only the ids differ.
+PATIENT = {"first_name": "Anna", "last_name": "B.", "age": 34, "insurance": "AOK", "diagnosis": "F32.1"}
+REGISTERED_AT = "2026-01-01T10:00:00+01:00"
 
-def envelope(event_type: str, payload: dict) -> bytes:
-    return json.dumps(
-        {
-            "event_id": str(uuid.uuid4()),
-            "event_type": event_type,
-            "schema_version": 1,
-            "occurred_at": datetime.now(UTC).isoformat(),
-            "producer": "bench",
-            "payload": payload,
-        }
-    ).encode()
+
+def therapist(t: int) -> dict:
+    return {
+        "therapist_id": t,
+        "email": f"t{t}@praxis.example",
+        "first_name": "Eva",
+        "last_name": f"M{t}",
+        "salutation": "Frau",
+        "title": "Dr.",
+    }
+
+
+def published(event_type: str, payload: dict) -> bytes:
+    return encode(envelope(event_type, payload, producer="bench"))
 
 
 class Sink:
@@ -118,35 +124,18 @@ async def pipeline(broker: LocalBroker, database_url: str, therapists: int, work
         for t in range(1, therapists + 1):
             await producer.send(
                 f"{app_id}-therapists",
-                envelope(
-                    "therapist.created",
-                    {
-                        "therapist_id": t,
-                        "email": f"t{t}@praxis.example",
-                        "first_name": "Eva",
-                        "last_name": f"M{t}",
-                        "salutation": "Frau",
-                        "title": "Dr.",
-                    },
-                ),
+                published("therapist.created", therapist(t)),
                 key=str(t).encode(),
             )
             await producer.send(
                 f"{app_id}-matching",
-                envelope(
+                published(
                     "match.created",
                     {
                         "placement_request_id": t,
                         "therapist_id": t,
                         "patient_id": 10_000 + t,
-                        "patient": {
-                            "registered_at": "2026-01-01T10:00:00+01:00",
-                            "first_name": "Anna",
-                            "last_name": "B.",
-                            "age": 34,
-                            "insurance": "AOK",
-                            "diagnosis": "F32.1",
-                        },
+                        "patient": {"registered_at": REGISTERED_AT, **PATIENT},
                     },
                 ),
                 key=str(t).encode(),
@@ -205,27 +194,19 @@ def rendered_messages(therapists: int) -> list[bytes]:
     identity = Identity("vermittlung@therapieplatz.example", "Therapieplatz-Vermittlung")
     out = []
     for t in range(1, therapists + 1):
-        therapist = {
-            "therapist_id": t,
-            "email": f"t{t}@praxis.example",
-            "first_name": "Eva",
-            "last_name": f"M{t}",
-            "salutation": "Frau",
-            "title": "Dr.",
-        }
-        patient = {"first_name": "Anna", "last_name": "B.", "age": 34, "insurance": "AOK", "diagnosis": "F32.1"}
+        recipient = therapist(t)
         request = {
             "placement_request_id": t,
             "patient_id": 10_000 + t,
-            "registered_at": "2026-01-01T10:00:00+01:00",
-            "patient": patient,
+            "registered_at": REGISTERED_AT,
+            "patient": PATIENT,
         }
-        rendered = renderer.render("initial_contact", email_context(therapist, [request], identity), t)
+        rendered = renderer.render("initial_contact", email_context(recipient, [request], identity), t)
         outgoing = OutgoingEmail(
             message_id_for(str(uuid.uuid4()), identity.sender_email),
             identity.sender_email,
             identity.sender_name,
-            therapist["email"],
+            recipient["email"],
             "Dr. Eva M",
             rendered.subject,
             rendered.text,

@@ -23,6 +23,7 @@ from sqlalchemy import create_engine, text
 
 from streams.local_broker import LocalBroker
 from streams.smtp_capture import Received, SmtpCapture
+from tests.events import envelope
 from tests.services import postgres_database
 
 READY_LINE = b"commsvc worker ready"
@@ -286,14 +287,7 @@ class Service:
         self, event_type: str, payload: dict[str, Any], *, key: int | None = None, event_id: str | None = None
     ) -> str:
         """Publish a command on communication-commands (keyed by therapist); its event_id."""
-        document = {
-            "event_id": event_id or str(uuid.uuid4()),
-            "event_type": event_type,
-            "schema_version": 1,
-            "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
-            "producer": "staff-tool",
-            "payload": payload,
-        }
+        document = envelope(event_type, payload, event_id=event_id, producer="staff-tool")
         therapist = key if key is not None else payload.get("therapist_id", 0)
         await self.publisher.send(self.topics.commands, therapist, document)
         return str(document["event_id"])

@@ -148,59 +148,26 @@ def rejection(database):
     return outbox(database, "communication.command_rejected")[-1]["payload"]["reason"]
 
 
+def schedule(database, therapist_id, request_ids, at=None):
+    """Run schedule_phone_call: at ``at``, or at the next free slot."""
+    payload = {"therapist_id": therapist_id, "placement_request_ids": request_ids}
+    if at is not None:
+        payload["scheduled_at"] = at.isoformat()
+    return run(database, "communication.schedule_phone_call", payload)
+
+
 def test_schedule_explicitly_or_next_free_and_conflicts(database):
     directory(database, 5)
     at = datetime(2026, 11, 23, 10, 30, tzinfo=BERLIN)
-    assert (
-        run(
-            database,
-            "communication.schedule_phone_call",
-            {"therapist_id": 5, "placement_request_ids": [51], "scheduled_at": at.isoformat()},
-        )
-        == "done"
-    )
-    assert (
-        run(
-            database,
-            "communication.schedule_phone_call",
-            {"therapist_id": 5, "placement_request_ids": [52], "scheduled_at": at.isoformat()},
-        )
-        == "rejected"
-    )
+    assert schedule(database, 5, [51], at) == "done"
+    assert schedule(database, 5, [52], at) == "rejected"
     assert "cannot be booked" in rejection(database)
-    assert (
-        run(
-            database,
-            "communication.schedule_phone_call",
-            {
-                "therapist_id": 5,
-                "placement_request_ids": [52],
-                "scheduled_at": datetime(2026, 11, 23, 12, 0, tzinfo=BERLIN).isoformat(),
-            },
-        )
-        == "rejected"
-    )  # outside hours
-    assert (
-        run(
-            database,
-            "communication.schedule_phone_call",
-            {
-                "therapist_id": 5,
-                "placement_request_ids": [52],
-                "scheduled_at": datetime(2026, 11, 23, 10, 32, tzinfo=BERLIN).isoformat(),
-            },
-        )
-        == "rejected"
-    )  # off grid
-    assert (
-        run(database, "communication.schedule_phone_call", {"therapist_id": 5, "placement_request_ids": [52]}) == "done"
-    )
+    assert schedule(database, 5, [52], datetime(2026, 11, 23, 12, 0, tzinfo=BERLIN)) == "rejected"  # outside hours
+    assert schedule(database, 5, [52], datetime(2026, 11, 23, 10, 32, tzinfo=BERLIN)) == "rejected"  # off grid
+    assert schedule(database, 5, [52]) == "done"
     second = outbox(database, "communication.phone_call_scheduled")[-1]["payload"]
     assert datetime.fromisoformat(second["scheduled_at"]) == datetime(2026, 11, 23, 10, 0, tzinfo=BERLIN)
-    assert (
-        run(database, "communication.schedule_phone_call", {"therapist_id": 99, "placement_request_ids": [1]})
-        == "rejected"
-    )
+    assert schedule(database, 99, [1]) == "rejected"
     assert "not known" in rejection(database)
 
 
@@ -226,7 +193,7 @@ def test_capacity_counts_calls_of_all_therapists(database):
 
 def test_no_answer_reschedules_until_the_maximum_then_alerts(database):
     directory(database, 8)
-    run(database, "communication.schedule_phone_call", {"therapist_id": 8, "placement_request_ids": [81]})
+    schedule(database, 8, [81])
     call_id = outbox(database, "communication.phone_call_scheduled")[-1]["payload"]["phone_call_id"]
     for attempt in (2, 3):
         assert (
@@ -300,8 +267,8 @@ def test_completed_call_reports_each_answer(database):
 
 def test_reminders_once_per_call_time_never_for_cancelled_calls(database):
     directory(database, 10)
-    run(database, "communication.schedule_phone_call", {"therapist_id": 10, "placement_request_ids": [101]})
-    run(database, "communication.schedule_phone_call", {"therapist_id": 10, "placement_request_ids": [102]})
+    schedule(database, 10, [101])
+    schedule(database, 10, [102])
     first, second = (p["payload"] for p in outbox(database, "communication.phone_call_scheduled"))
     at = datetime.fromisoformat(first["scheduled_at"])
     remind = lambda now: database.transaction(calls.send_reminders, POLICY, CHANNELS, now)  # noqa: E731
@@ -325,21 +292,9 @@ def test_reminders_once_per_call_time_never_for_cancelled_calls(database):
 
 def test_daily_call_list_once_per_day_with_the_days_calls_in_order(database):
     directory(database, 11)
-    run(
-        database,
-        "communication.schedule_phone_call",
-        {"therapist_id": 11, "placement_request_ids": [111], "scheduled_at": "2026-11-23T10:30:00+01:00"},
-    )
-    run(
-        database,
-        "communication.schedule_phone_call",
-        {"therapist_id": 11, "placement_request_ids": [112], "scheduled_at": "2026-11-23T10:10:00+01:00"},
-    )
-    run(
-        database,
-        "communication.schedule_phone_call",
-        {"therapist_id": 11, "placement_request_ids": [113], "scheduled_at": "2026-11-24T14:00:00+01:00"},
-    )
+    schedule(database, 11, [111], datetime(2026, 11, 23, 10, 30, tzinfo=BERLIN))
+    schedule(database, 11, [112], datetime(2026, 11, 23, 10, 10, tzinfo=BERLIN))
+    schedule(database, 11, [113], datetime(2026, 11, 24, 14, 0, tzinfo=BERLIN))
     daily = lambda now: database.transaction(calls.daily_call_list, POLICY, CHANNELS, now)  # noqa: E731
     assert daily(MONDAY)  # the 08:00 run of Monday, done at 09:00 (late is better than never)
     assert not daily(MONDAY + timedelta(hours=3))
@@ -355,14 +310,11 @@ def test_daily_call_list_once_per_day_with_the_days_calls_in_order(database):
 
 def test_deleting_a_therapist_cancels_their_calls(database):
     directory(database, 12)
-    run(database, "communication.schedule_phone_call", {"therapist_id": 12, "placement_request_ids": [121]})
+    schedule(database, 12, [121])
     database.transaction(calls.update_directory, {"therapist_id": 12, "deleted": True}, CHANNELS, MONDAY)
     [cancelled] = outbox(database, "communication.phone_call_cancelled")
     assert cancelled["payload"]["reason"] == "therapist_deleted"
-    assert (
-        run(database, "communication.schedule_phone_call", {"therapist_id": 12, "placement_request_ids": [1]})
-        == "rejected"
-    )
+    assert schedule(database, 12, [1]) == "rejected"
     assert "was deleted" in rejection(database)
 
 
