@@ -206,7 +206,7 @@ async def test_confirmation_goes_at_once_inside_the_weekly_window(service: Servi
     _, confirmation = await service.mailbox.wait_for(address(5), 2)
     assert confirmation.received_at - contact.received_at < INTERVAL
     assert "Pat51" in plain_text(confirmation)
-    created = service.events("communication.email_created", therapist_id=5)
+    created = await service.wait_event("communication.email_created", count=2, therapist_id=5)
     assert [c["payload"]["kind"] for c in created] == ["contact_request", "confirmation"]
     # accepted ends the follow-up for that request
     assert service.query(
@@ -248,4 +248,5 @@ async def test_failed_email_can_be_sent_again(service: Service):
     await service.command(UPDATE, {"email_id": email_id, "status": "in_warteschlange"}, key=8)
     [email] = await service.mailbox.wait_for(address(8), 1)
     assert "Pat81" in plain_text(email)
+    await service.wait_event("communication.email_sent", email_id=email_id)  # committed with the status
     assert service.query("SELECT status, retry_count FROM emails WHERE id = :i", i=email_id) == [("gesendet", 0)]

@@ -22,13 +22,15 @@ async def test_sigkill_during_delivery_loses_nothing_and_doubles_nothing(make_se
         worker = await service.up()
         service.smtp.handler.delay = 0.02
         requests: dict[int, int] = {}  # request -> therapist
-        for therapist_id in range(1, THERAPISTS + 1):
-            await service.therapists(therapist_created(therapist_id))
+        # The matches first: they wait for their therapist, so each therapist's
+        # requests are all there when it becomes known, whenever a batch run falls.
         for therapist_id in range(1, THERAPISTS + 1):
             for n in range(1 + therapist_id % 3):
                 request_id = therapist_id * 10 + n
                 requests[request_id] = therapist_id
                 await service.matches(match_created(request_id, therapist_id, f"2026-01-0{n + 1}T10:00:00+01:00"))
+        for therapist_id in range(1, THERAPISTS + 1):
+            await service.therapists(therapist_created(therapist_id))
 
         for killed_after in (20, 80):
             await service.smtp_count(killed_after)
@@ -53,6 +55,12 @@ async def test_sigkill_during_delivery_loses_nothing_and_doubles_nothing(make_se
 
         rows = service.query("SELECT status, count(*) FROM emails GROUP BY status")
         assert rows == [("gesendet", THERAPISTS)]
-        sent = await service.wait_event("communication.email_sent", count=THERAPISTS, timeout=60)
-        assert len({e["payload"]["email_id"] for e in sent}) == THERAPISTS
+        # A re-sent email publishes email_sent again: wait for every email, not a count.
+        await service.collector.wait_for(
+            lambda: len({e["payload"]["email_id"] for e in service.events("communication.email_sent")}) >= THERAPISTS,
+            timeout=60,
+            what="email_sent for every email",
+        )
+        sent_ids = {e["payload"]["email_id"] for e in service.events("communication.email_sent")}
+        assert sent_ids == {row[0] for row in service.query("SELECT id FROM emails")}
         assert worker.running

@@ -127,16 +127,26 @@ async def test_reminder_once_and_late_after_downtime(make_service):
         assert datetime.fromisoformat(reminders[0]["occurred_at"]) > due  # emitted late, at restart, not never
 
 
+def zone_away_from_midnight() -> ZoneInfo:
+    """Berlin, or Tokyo when Berlin is near midnight. A daily list covers the day it is
+    made on, and a call booked in a day's last minutes falls on the next day, whose
+    lists only start at midnight."""
+    if 1 <= datetime.now(BERLIN).hour <= 22:
+        return BERLIN
+    return ZoneInfo("Asia/Tokyo")  # eight hours ahead: mid-morning
+
+
 async def test_cancel_rejections_deletion_and_the_daily_list(make_service):
     hours = {"monday": [{"start": "10:00", "end": "11:00"}]}
-    async with make_service(**PHONE, COMM_DAILY_CALL_LIST="3s") as service:
+    zone = zone_away_from_midnight()
+    async with make_service(**PHONE, COMM_DAILY_CALL_LIST="3s", COMM_TIMEZONE=zone.key) as service:
         await service.up()
         await service.therapists(therapist_created(5, availability=ALWAYS), therapist_created(6, availability=hours))
         await service.known_for_calls(5, 6)
         await service.command(SCHEDULE, {"therapist_id": 5, "placement_request_ids": [51]})
         [first] = await service.wait_event("communication.phone_call_scheduled", therapist_id=5)
         call_id = first["payload"]["phone_call_id"]
-        local_day = datetime.fromisoformat(first["payload"]["scheduled_at"]).astimezone(BERLIN).date().isoformat()
+        local_day = datetime.fromisoformat(first["payload"]["scheduled_at"]).astimezone(zone).date().isoformat()
         [listed] = await service.collector.wait_for(
             lambda: [
                 e

@@ -112,5 +112,7 @@ async def test_retry_due_while_the_worker_was_down_happens_at_restart(make_servi
             await asyncio.sleep(0.2)  # the retry falls due while no worker is running
         await service.start_worker()
         await service.mailbox.wait_for(address(1), 1, timeout=30)
+        # the status and its event are committed together, a moment after the send
+        await service.wait_event("communication.email_sent", therapist_id=1)
         assert service.query("SELECT status, retry_count FROM emails") == [("gesendet", 1)]
         assert len(service.events("communication.email_sent", therapist_id=1)) == 1
