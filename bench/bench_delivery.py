@@ -5,10 +5,14 @@ In the same run, over the same messages: a bare aiosmtplib loop sending the
 pre-rendered messages over one connection (the limit of SMTP on this machine).
 The SMTP server runs in a process of its own and timestamps each arrival.
 
-The worker's rate is measured from the first to the last arrival; the
-"batch run -> last email" time is reported too (it includes rendering and storing
-every email). The database is PostgreSQL (a fresh database on the local server) or
-SQLite (--database sqlite).
+The setup (every therapist known, every request waiting) is finished before the
+batch run that decides the emails: the worker is started just after a batch-run
+boundary, and the script waits until the directory holds every therapist, well
+before the next run. The worker's rate is then measured from the first to the last
+arrival; the "batch run -> last email" time is reported too (it includes rendering
+and storing every email). A run whose emails did not all come from that one batch
+run is refused. The database is PostgreSQL (a fresh database on the local server)
+or SQLite (--database sqlite).
 
     .venv/bin/python bench/bench_delivery.py [--therapists 1000] [--repeats 3] [--database postgresql]
 """
@@ -29,8 +33,10 @@ from pathlib import Path
 
 import aiosmtplib
 from aiokafka import AIOKafkaProducer
+from bench_common import PRODUCER_MAX_BATCH, add_producer_batch_option, print_medians
 
 from streams.local_broker import LocalBroker, free_port
+from streams.persistence.db import normalise_url
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -85,11 +91,13 @@ async def wait_for(check, timeout: float, what: str) -> None:
         await asyncio.sleep(0.05)  # polling a file the sink appends to
 
 
-async def pipeline(broker: LocalBroker, database_url: str, therapists: int, work: Path) -> tuple[float, float, Path]:
+async def pipeline(
+    broker: LocalBroker, database_url: str, therapists: int, work: Path, max_batch: str
+) -> tuple[float, float, Path]:
     """(emails/s from first to last arrival, seconds from batch run to last arrival, eml dir)."""
     app_id = f"deliv-{uuid.uuid4().hex[:6]}"
     sink = Sink(work, app_id)
-    every = 20
+    every = 30
     environ = {
         "COMM_KAFKA_BROKER": broker.url,
         "COMM_APP_ID": app_id,
@@ -99,7 +107,7 @@ async def pipeline(broker: LocalBroker, database_url: str, therapists: int, work
         **{f"COMM_TOPIC_{t.upper()}": f"{app_id}-{t}" for t in ("matching", "therapists", "commands", "events", "dlq")},
         "COMM_BATCH_SCHEDULE": f"{every}s",
         "COMM_PARTITIONS": "8",
-        "COMM_PRODUCER_MAX_BATCH_SIZE": "1",
+        "COMM_PRODUCER_MAX_BATCH_SIZE": max_batch,
         "COMM_CONSUMER_FETCH_MAX_WAIT": "50ms",
         "COMM_BROKER_SESSION_TIMEOUT": "2s",
         "COMM_BROKER_HEARTBEAT_INTERVAL": "400ms",
@@ -108,6 +116,10 @@ async def pipeline(broker: LocalBroker, database_url: str, therapists: int, work
         "COMM_LOG_LEVEL": "WARNING",
     }
     log = work / f"{app_id}.log"
+    # Start just after a batch-run boundary: the whole interval is left for the setup.
+    while time.time() % every > 1:
+        await asyncio.sleep(0.1)  # waiting for a point on the clock
+    measured_run = (int(time.time()) // every + 1) * every
     with open(log, "wb") as out:
         worker = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker"],
@@ -142,14 +154,44 @@ async def pipeline(broker: LocalBroker, database_url: str, therapists: int, work
             )
         await producer.flush()
         await producer.stop()
+        directory = DirectoryCount(database_url)
+        try:
+            await wait_for(lambda: directory.size() >= therapists, 60, "the directory holds every therapist")
+        finally:
+            directory.close()
+        if time.time() > measured_run - 2:
+            raise RuntimeError("the setup was not finished before the batch run; use fewer therapists")
         await wait_for(lambda: len(sink.arrivals()) >= therapists, 300, "all emails delivered")
         arrivals = sorted(sink.arrivals())
-        run_at = int(arrivals[0]) // every * every  # batch runs fall on multiples of `every`
-        return (therapists - 1) / (arrivals[-1] - arrivals[0]), arrivals[-1] - run_at, sink.path
+        if not measured_run <= arrivals[0] <= arrivals[-1] < measured_run + every:
+            raise RuntimeError("the emails did not all come from the one batch run")
+        return (therapists - 1) / (arrivals[-1] - arrivals[0]), arrivals[-1] - measured_run, sink.path
     finally:
         worker.terminate()
         worker.wait(timeout=20)
         sink.stop()
+
+
+class DirectoryCount:
+    """How many therapists the worker's directory holds (0 until it is migrated)."""
+
+    def __init__(self, database_url: str) -> None:
+        from sqlalchemy import create_engine
+
+        self.engine = create_engine(normalise_url(database_url))
+
+    def size(self) -> int:
+        from sqlalchemy import text
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            with self.engine.connect() as connection:
+                return int(connection.execute(text("SELECT count(*) FROM therapist_directory")).scalar_one())
+        except SQLAlchemyError:  # not migrated yet
+            return 0
+
+    def close(self) -> None:
+        self.engine.dispose()
 
 
 async def wait_for_topic(broker: LocalBroker, name: str, worker: subprocess.Popen[bytes]) -> None:
@@ -221,7 +263,9 @@ async def main() -> None:
     parser.add_argument("--therapists", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--database", choices=["postgresql", "sqlite"], default="postgresql")
+    add_producer_batch_option(parser)
     args = parser.parse_args()
+    max_batch = PRODUCER_MAX_BATCH[args.producer_batch]
     messages = rendered_messages(args.therapists)
     rates: dict[str, list[float]] = {"service worker": [], "bare aiosmtplib loop": []}
     end_to_end: list[float] = []
@@ -229,10 +273,11 @@ async def main() -> None:
         work = Path(tmp)
         for repeat in range(args.repeats):
             if args.database == "sqlite":
-                rate, total, _ = await pipeline(broker, f"sqlite:///{work / f'r{repeat}.db'}", args.therapists, work)
+                url = f"sqlite:///{work / f'r{repeat}.db'}"
+                rate, total, _ = await pipeline(broker, url, args.therapists, work, max_batch)
             else:
                 with postgres_database() as url:
-                    rate, total, _ = await pipeline(broker, url, args.therapists, work)
+                    rate, total, _ = await pipeline(broker, url, args.therapists, work, max_batch)
             bare = await bare_loop(messages, work)
             rates["service worker"].append(rate)
             rates["bare aiosmtplib loop"].append(bare)
@@ -242,12 +287,11 @@ async def main() -> None:
                 f"bare loop {bare:7.0f} emails/s",
                 flush=True,
             )
-    medians = {name: statistics.median(values) for name, values in rates.items()}
-    print(f"\n{args.therapists} emails, database {args.database}, median of {args.repeats} runs:\n")
-    print("| sender | emails/s (median) | runs |")
-    print("|---|---|---|")
-    for name, values in rates.items():
-        print(f"| {name} | {medians[name]:.0f} | {', '.join(f'{v:.0f}' for v in values)} |")
+    print(
+        f"\n{args.therapists} emails, database {args.database}, producer batching {args.producer_batch}, "
+        f"median of {args.repeats} runs:\n"
+    )
+    medians = print_medians("sender", "emails/s", rates)
     print(
         f"\nworker / bare loop = {medians['service worker'] / medians['bare aiosmtplib loop']:.2f}; "
         f"batch run -> last email delivered: median {statistics.median(end_to_end):.1f}s"

@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from bench_common import PRODUCER_MAX_BATCH, add_producer_batch_option, print_medians
 
 from streams.local_broker import LocalBroker
 
@@ -226,15 +226,10 @@ async def main() -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--therapists", type=int, default=4_000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument(
-        "--producer-batch",
-        choices=["one-record", "default"],
-        default="one-record",
-        help="one-record: Tansu-safe (one record per batch); default: Faust's batching",
-    )
+    add_producer_batch_option(parser)
     args = parser.parse_args()
     global MAX_BATCH
-    MAX_BATCH = "1" if args.producer_batch == "one-record" else ""
+    MAX_BATCH = PRODUCER_MAX_BATCH[args.producer_batch]
     records = events(args.events, args.therapists)
     results: dict[str, list[float]] = {"plain aiokafka": [], "bare Faust": [], "service worker": []}
     with tempfile.TemporaryDirectory() as tmp, LocalBroker(log_path=Path(tmp) / "tansu.log") as broker:
@@ -255,15 +250,11 @@ async def main() -> None:
                     f"repeat {repeat + 1}: {name:<15} {args.events / seconds:9.0f} events/s ({seconds:.2f}s)",
                     flush=True,
                 )
-    medians = {name: statistics.median(rates) for name, rates in results.items()}
     print(
         f"\n{args.events} match.created events over {args.therapists} therapists, {PARTITIONS} partitions, "
         f"producer batching: {args.producer_batch}, median of {args.repeats} runs:\n"
     )
-    print("| consumer | events/s (median) | runs |")
-    print("|---|---|---|")
-    for name, rates in results.items():
-        print(f"| {name} | {medians[name]:.0f} | {', '.join(f'{r:.0f}' for r in rates)} |")
+    medians = print_medians("consumer", "events/s", results)
     print(f"\nservice / bare Faust = {medians['service worker'] / medians['bare Faust']:.2f}")
     print(f"service / plain aiokafka = {medians['service worker'] / medians['plain aiokafka']:.2f}")
 
