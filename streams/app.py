@@ -9,6 +9,7 @@ import faust
 from faust.transport.drivers import aiokafka as aiokafka_driver
 
 from streams.codec import STATE_CODEC, register_state_codec
+from streams.consumer_fix import RewindingConsumer
 from streams.settings import Settings
 
 RAW = {"key_serializer": "raw", "value_serializer": "raw"}
@@ -25,7 +26,7 @@ class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):  # type: ignore[m
         return consumer
 
 
-class _Consumer(aiokafka_driver.Consumer):  # type: ignore[misc]
+class _Consumer(RewindingConsumer):
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
