@@ -53,14 +53,17 @@ async def test_sigkill_during_delivery_loses_nothing_and_doubles_nothing(make_se
         duplicates = len(service.smtp.messages) - len(by_message_id)
         assert duplicates <= 2 * (GROUPS_IN_FLIGHT + 1) * RECORD_GROUP, f"{duplicates} re-sends for two kills"
 
-        rows = service.query("SELECT status, count(*) FROM emails GROUP BY status")
-        assert rows == [("gesendet", THERAPISTS)]
         # A re-sent email publishes email_sent again: wait for every email, not a count.
+        # Sends are recorded in groups just after the server accepts them, with the
+        # status and the email_sent event in one transaction: wait for the events
+        # before reading the statuses.
         await service.collector.wait_for(
             lambda: len({e["payload"]["email_id"] for e in service.events("communication.email_sent")}) >= THERAPISTS,
             timeout=60,
             what="email_sent for every email",
         )
+        rows = service.query("SELECT status, count(*) FROM emails GROUP BY status")
+        assert rows == [("gesendet", THERAPISTS)]
         sent_ids = {e["payload"]["email_id"] for e in service.events("communication.email_sent")}
         assert sent_ids == {row[0] for row in service.query("SELECT id FROM emails")}
         assert worker.running
