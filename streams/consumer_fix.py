@@ -13,15 +13,18 @@ them; and input records dropped after that seek stayed unprocessed (and
 uncommitted) until the next rebalance. Both were seen on a real broker when a
 second worker joined or one was killed.
 
-Here every record a batch does not hand on is fetched again: the partition is
-rewound to its first record not handed on, or to where a seek during the batch
-sent it if that is earlier, and the read offsets a stale batch moved are put back.
+Here every record of an active partition that a batch does not hand on is
+fetched again: the partition is rewound to its first record not handed on, or to
+where a seek during the batch sent it if that is earlier, and the read offsets a
+stale batch moved are put back. (Records of paused partitions are skipped, as in
+Faust.)
 Records may come twice; every handler of this service is idempotent, and the
 table recovery ignores changelog offsets it has already applied.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
@@ -67,6 +70,11 @@ class RewindingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
         self._seeks = 0
         # partition -> (number of the latest seek that moved it, its target)
         self._sought: dict[TP, tuple[int, int]] = {}
+        # aiokafka reports where a seek to committed offsets went only once it is
+        # done: a rewind waits for it rather than miss an earlier target.
+        self._committed_seeks = 0
+        self._no_committed_seek = asyncio.Event()
+        self._no_committed_seek.set()
 
     def _note_seeks(self, offsets: Mapping[Any, int]) -> None:
         self._seeks += 1
@@ -83,7 +91,14 @@ class RewindingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
         self._seeks += 1  # before the seek: a batch in progress must notice it
-        committed: Mapping[TP, int] = await super().seek_to_committed()
+        self._committed_seeks += 1
+        self._no_committed_seek.clear()
+        try:
+            committed: Mapping[TP, int] = await super().seek_to_committed()
+        finally:
+            self._committed_seeks -= 1
+            if not self._committed_seeks:
+                self._no_committed_seek.set()
         # aiokafka moves only the partitions with a committed offset.
         self._note_seeks({tp: offset for tp, offset in committed.items() if offset and offset > 0})
         return committed
@@ -110,8 +125,7 @@ class RewindingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
                 if active_partitions is None or tp in active_partitions or tp in self._buffered_partitions:
                     self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
                     yield tp, self._to_message(tp, record)
-                # Records of inactive (paused) partitions are skipped, as in Faust:
-                # whoever resumes such a partition seeks it.
+                # Records of inactive (paused) partitions are skipped, as in Faust.
                 handed_on[tp] += 1
         if cut_short or self._seeks != seeks_before:
             await self._rewind(records, handed_on, seeks_before)
@@ -119,6 +133,9 @@ class RewindingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
     async def _rewind(
         self, records: Mapping[TP, Sequence[Any]], handed_on: Mapping[TP, int], seeks_before: int
     ) -> None:
+        await self._no_committed_seek.wait()
+        # From here to the seek request nothing awaits: the seeks recorded and the
+        # assignment are those the consumer thread will see first.
         sought = {tp: offset for tp, (number, offset) in self._sought.items() if number > seeks_before}
         rewind, restore = rewind_plan(records, handed_on, sought)
         assigned = self.assignment()
@@ -126,6 +143,12 @@ class RewindingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
             if tp in assigned:
                 self._read_offset[tp] = offset if offset > 0 else None
         rewind = {tp: offset for tp, offset in rewind.items() if tp in assigned}
-        if rewind:
-            log.info("a rebalance interrupted a fetched batch: %d partition(s) rewound to read it again", len(rewind))
+        if not rewind:
+            return
+        log.info("a rebalance interrupted a fetched batch: %d partition(s) rewound to read it again", len(rewind))
+        try:
             await self.seek_wait(rewind)
+        except Exception as exc:  # Faust's own seek here is guarded the same way
+            # The partitions were reassigned meanwhile (that rebalance seeks them
+            # again), or the broker did not answer.
+            log.warning("could not rewind an interrupted batch (%s)", type(exc).__name__)

@@ -42,14 +42,40 @@ def test_a_sought_partition_with_nothing_left_gets_its_read_offset_back():
     assert rewind_plan(batch, {INBOX: 10}, {INBOX: 12, CHANGELOG: 0}) == ({}, {INBOX: 12, CHANGELOG: 0})
 
 
-class Harness:
-    """A RewindingConsumer without Faust's machinery: a batch to return, and the
-    seeks it asks for recorded instead of sent to aiokafka."""
+class FakeThread:
+    """The consumer thread: seeks are recorded instead of sent to aiokafka."""
 
-    def __init__(self, batch: dict[TP, list[Record]], *, flow_active: bool = True) -> None:
+    def __init__(self) -> None:
+        self.seeks: list[dict[TP, int]] = []
+        self.committed: dict[TP, int | None] = {}
+        self.fail_with: Exception | None = None
+        self.release_committed_seek = asyncio.Event()
+        self.release_committed_seek.set()
+
+    async def seek_wait(self, partitions: dict[TP, int]) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.seeks.append(dict(partitions))
+
+    async def seek_to_committed(self) -> dict[TP, int | None]:
+        await self.release_committed_seek.wait()
+        self.seeks.append({tp: offset for tp, offset in self.committed.items() if offset})
+        return self.committed
+
+
+class Harness:
+    """A RewindingConsumer without Faust's machinery: a batch to return, and a
+    consumer thread that records the seeks."""
+
+    def __init__(
+        self, batch: dict[TP, list[Record]], *, flow_active: bool = True, paused: frozenset[TP] = frozenset()
+    ) -> None:
         consumer: Any = RewindingConsumer.__new__(RewindingConsumer)
         consumer._seeks = 0
         consumer._sought = {}
+        consumer._committed_seeks = 0
+        consumer._no_committed_seek = asyncio.Event()
+        consumer._no_committed_seek.set()
         consumer._read_offset = {}
         consumer._buffered_partitions = set()
         consumer._stopped = asyncio.Event()
@@ -62,18 +88,17 @@ class Harness:
         consumer.highwater = lambda tp: 100
         consumer._to_message = lambda tp, record: record
         consumer.assignment = lambda: set(batch)
-        self.sent_seeks: list[dict[TP, int]] = []
+        consumer._thread = self.thread = FakeThread()
 
         async def next_records(timeout: float) -> tuple[dict[TP, list[Record]], set[TP]]:
-            return batch, set(batch)
-
-        async def seek_wait(partitions: dict[TP, int]) -> None:
-            consumer._note_seeks(partitions)
-            self.sent_seeks.append(dict(partitions))
+            return batch, set(batch) - paused
 
         consumer._wait_next_records = next_records
-        consumer.seek_wait = seek_wait
         self.consumer = consumer
+
+    @property
+    def sent_seeks(self) -> list[dict[TP, int]]:
+        return self.thread.seeks
 
 
 async def test_a_batch_that_outlives_a_seek_stops_and_is_fetched_from_the_seek_target():
@@ -83,9 +108,9 @@ async def test_a_batch_that_outlives_a_seek_stops_and_is_fetched_from_the_seek_t
         handed.append(record.offset)
         harness.consumer._read_offset[tp] = record.offset  # what Faust's fetch loop does
         if record.offset == 32:
-            harness.consumer._note_seeks({CHANGELOG: 0})  # the table recovery seeks to the start
+            await harness.consumer.seek_wait({CHANGELOG: 0})  # the table recovery seeks to the start
     assert handed == [30, 31, 32]
-    assert harness.sent_seeks == [{CHANGELOG: 0}]
+    assert harness.sent_seeks == [{CHANGELOG: 0}, {CHANGELOG: 0}]
 
 
 async def test_records_fetched_while_the_flow_is_stopped_are_fetched_again():
@@ -99,10 +124,11 @@ async def test_a_seek_while_the_last_record_was_handled_puts_the_read_offset_bac
     harness = Harness({INBOX: records(INBOX, 7, 9)})
     async for tp, record in harness.consumer.getmany(timeout=1.0):
         if record.offset == 9:
-            harness.consumer._note_seeks({INBOX: 4})  # Faust's seek to committed offsets
+            harness.thread.committed = {INBOX: 4, CHANGELOG: None}
+            await harness.consumer.seek_to_committed()  # Faust's seek to committed offsets
         harness.consumer._read_offset[tp] = record.offset
     assert harness.consumer._read_offset[INBOX] == 4  # not 9: offsets 4..8 must not be dropped
-    assert harness.sent_seeks == []
+    assert harness.sent_seeks == [{INBOX: 4}]  # and no rewind: nothing was left over
 
 
 async def test_an_undisturbed_batch_is_handed_on_whole_without_seeks():
@@ -110,3 +136,46 @@ async def test_an_undisturbed_batch_is_handed_on_whole_without_seeks():
     handed = [record.offset async for _, record in harness.consumer.getmany(timeout=1.0)]
     assert sorted(handed) == [0, 1, 7, 8, 9]
     assert harness.sent_seeks == []
+
+
+async def test_a_new_generation_cuts_the_batch_short_and_the_rest_is_fetched_again():
+    harness = Harness({INBOX: records(INBOX, 7, 9)})
+    handed = []
+    async for _, record in harness.consumer.getmany(timeout=1.0):
+        handed.append(record.offset)
+        harness.consumer.app.consumer_generation_id = 2  # a rebalance began
+    assert handed == [7]
+    assert harness.sent_seeks == [{INBOX: 8}]
+
+
+async def test_records_of_paused_partitions_are_skipped_as_in_faust():
+    harness = Harness({INBOX: records(INBOX, 7, 8), CHANGELOG: records(CHANGELOG, 0, 1)}, paused=frozenset({CHANGELOG}))
+    handed = [(tp, record.offset) async for tp, record in harness.consumer.getmany(timeout=1.0)]
+    assert handed == [(INBOX, 7), (INBOX, 8)]
+    assert harness.sent_seeks == []
+
+
+async def test_a_failed_rewind_is_logged_and_the_fetch_loop_goes_on(caplog):
+    harness = Harness({INBOX: records(INBOX, 7, 9)}, flow_active=False)
+    harness.thread.fail_with = RuntimeError("No current assignment for partition")
+    handed = [record async for _, record in harness.consumer.getmany(timeout=1.0)]
+    assert handed == []
+    assert "could not rewind an interrupted batch (RuntimeError)" in caplog.text
+
+
+async def test_a_rewind_waits_for_a_seek_to_committed_offsets_in_progress():
+    """aiokafka says where that seek went only when it is done; a rewind that did
+    not wait could move the partition past the committed offset."""
+    harness = Harness({INBOX: records(INBOX, 30, 39)})
+    harness.thread.committed = {INBOX: 12}
+    harness.thread.release_committed_seek.clear()
+    committed_seek = None
+    handed = []
+    async for _, record in harness.consumer.getmany(timeout=1.0):
+        handed.append(record.offset)
+        committed_seek = asyncio.ensure_future(harness.consumer.seek_to_committed())
+        await asyncio.sleep(0)  # the seek has begun: the batch must notice it
+        asyncio.get_running_loop().call_soon(harness.thread.release_committed_seek.set)
+    assert committed_seek is not None and committed_seek.done()
+    assert handed == [30]
+    assert harness.sent_seeks == [{INBOX: 12}, {INBOX: 12}]  # back to the committed offset, not to 31
