@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,3 +24,11 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
             db.migrate()
             yield db
             db.dispose()
+
+
+@pytest.fixture(autouse=True)
+def collect_garbage_after_each_test() -> Iterator[None]:
+    """Resources a test leaves unclosed are reported when they are collected; collect
+    at the end of each test, so the report names that test and not a later one."""
+    yield
+    gc.collect()
