@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from email import message_from_bytes, policy
@@ -94,6 +95,36 @@ class CaptureHandler:
             return list(self.messages)
 
 
+class _Controller(Controller):
+    """aiosmtpd's controller, remembering its clients' connections: its stop()
+    closes the loop without closing them, and each leaves a socket open."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connections: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
+
+    def factory(self) -> Any:
+        session = super().factory()  # type: ignore[no-untyped-call]
+        connection_made = session.connection_made
+
+        def remember(transport: asyncio.BaseTransport) -> None:
+            self.connections.add(transport)
+            connection_made(transport)
+
+        session.connection_made = remember
+        return session
+
+    def cut_connections(self) -> None:
+        """Close every client connection now (from another thread)."""
+
+        async def cut() -> None:
+            for transport in list(self.connections):
+                transport.abort()  # type: ignore[attr-defined]
+            await asyncio.sleep(0)  # the transports release their sockets
+
+        asyncio.run_coroutine_threadsafe(cut(), self.loop).result(timeout=10)
+
+
 class SmtpCapture:
     def __init__(
         self,
@@ -108,8 +139,8 @@ class SmtpCapture:
         self.controller = self._new_controller()
         self.running = False
 
-    def _new_controller(self) -> Controller:
-        return Controller(self.handler, hostname="127.0.0.1", port=self.port, **self.controller_options)
+    def _new_controller(self) -> _Controller:
+        return _Controller(self.handler, hostname="127.0.0.1", port=self.port, **self.controller_options)
 
     def start(self) -> SmtpCapture:
         if not self.running:
@@ -118,7 +149,9 @@ class SmtpCapture:
         return self
 
     def stop(self) -> None:
+        """Stop listening and cut the open connections."""
         if self.running:
+            self.controller.cut_connections()
             self.controller.stop()
             self.running = False
 
