@@ -15,6 +15,7 @@ run is refused. The database is PostgreSQL (a fresh database on the local server
 or SQLite (--database sqlite).
 
     .venv/bin/python bench/bench_delivery.py [--therapists 1000] [--repeats 3] [--database postgresql]
+        [--connections 3] [--delivery-process]
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ async def wait_for(check, timeout: float, what: str) -> None:
 
 
 async def pipeline(
-    broker: LocalBroker, database_url: str, therapists: int, work: Path, max_batch: str
+    broker: LocalBroker, database_url: str, therapists: int, work: Path, max_batch: str, delivery: dict[str, str]
 ) -> tuple[float, float, Path]:
     """(emails/s from first to last arrival, seconds from batch run to last arrival, eml dir)."""
     app_id = f"deliv-{uuid.uuid4().hex[:6]}"
@@ -114,6 +115,7 @@ async def pipeline(
         "COMM_TABLE_STANDBY_REPLICAS": "0",
         "COMM_POLL_INTERVAL": "200ms",
         "COMM_LOG_LEVEL": "WARNING",
+        **delivery,
     }
     log = work / f"{app_id}.log"
     # Start just after a batch-run boundary: the whole interval is left for the setup.
@@ -263,9 +265,17 @@ async def main() -> None:
     parser.add_argument("--therapists", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--database", choices=["postgresql", "sqlite"], default="postgresql")
+    parser.add_argument("--connections", type=int, default=1, help="COMM_SMTP_CONNECTIONS of the worker")
+    parser.add_argument(
+        "--delivery-process", action="store_true", help="COMM_DELIVERY_PROCESS=true: deliver from a child process"
+    )
     add_producer_batch_option(parser)
     args = parser.parse_args()
     max_batch = PRODUCER_MAX_BATCH[args.producer_batch]
+    delivery = {
+        "COMM_SMTP_CONNECTIONS": str(args.connections),
+        "COMM_DELIVERY_PROCESS": "true" if args.delivery_process else "false",
+    }
     messages = rendered_messages(args.therapists)
     rates: dict[str, list[float]] = {"service worker": [], "bare aiosmtplib loop": []}
     end_to_end: list[float] = []
@@ -274,10 +284,10 @@ async def main() -> None:
         for repeat in range(args.repeats):
             if args.database == "sqlite":
                 url = f"sqlite:///{work / f'r{repeat}.db'}"
-                rate, total, _ = await pipeline(broker, url, args.therapists, work, max_batch)
+                rate, total, _ = await pipeline(broker, url, args.therapists, work, max_batch, delivery)
             else:
                 with postgres_database() as url:
-                    rate, total, _ = await pipeline(broker, url, args.therapists, work, max_batch)
+                    rate, total, _ = await pipeline(broker, url, args.therapists, work, max_batch, delivery)
             bare = await bare_loop(messages, work)
             rates["service worker"].append(rate)
             rates["bare aiosmtplib loop"].append(bare)
@@ -287,8 +297,10 @@ async def main() -> None:
                 f"bare loop {bare:7.0f} emails/s",
                 flush=True,
             )
+    where = "in a child process" if args.delivery_process else "in-process"
     print(
         f"\n{args.therapists} emails, database {args.database}, producer batching {args.producer_batch}, "
+        f"{args.connections} SMTP connection(s), delivery {where}, "
         f"median of {args.repeats} runs:\n"
     )
     medians = print_medians("sender", "emails/s", rates)

@@ -13,13 +13,15 @@ from datetime import datetime
 from typing import Any
 
 import faust
+from mode import Service
 
 from streams import app as declarations
 from streams.clock import utcnow
 from streams.command_agent import CommandAgent
 from streams.delivery import DeliveryService, Wakeups
+from streams.delivery_process import DeliveryProcess
 from streams.ingest import matching_ingest, therapist_ingest
-from streams.mailer import Mailer, SmtpMailer
+from streams.mailer import Mailer, smtp_mailers
 from streams.persistence.db import Database
 from streams.persistence.emails import Channels
 from streams.relay import OutboxRelay
@@ -41,7 +43,7 @@ class Services:
     settings: Settings
     database: Database
     renderer: Renderer
-    mailer: Mailer
+    mailers: list[Mailer]
     clock: Callable[[], datetime] = utcnow
     worker_id: str = field(default_factory=new_worker_id)
     wakeups: Wakeups = field(default_factory=Wakeups)
@@ -52,7 +54,7 @@ class Services:
             settings=settings,
             database=Database(settings.database_url.get_secret_value()),
             renderer=Renderer(settings.timezone, settings.template_dir),
-            mailer=SmtpMailer(settings),
+            mailers=smtp_mailers(settings),
         )
 
 
@@ -106,17 +108,23 @@ def build_app(services: Services) -> ServiceApp:
     app.timer(settings.tick_interval.total_seconds(), name="batch-run-ticks")(tick)
 
     async def on_startup_finished() -> None:
-        delivery = DeliveryService(
-            settings,
-            services.database,
-            services.mailer,
-            channels,
-            services.wakeups,
-            services.worker_id,
-            clock,
-            loop=app.loop,
-            beacon=app.beacon,
-        )
+        delivery: Service
+        if settings.delivery_process:
+            delivery = DeliveryProcess(
+                settings, channels, services.wakeups, services.worker_id, loop=app.loop, beacon=app.beacon
+            )
+        else:
+            delivery = DeliveryService(
+                settings,
+                services.database,
+                services.mailers,
+                channels,
+                services.wakeups,
+                services.worker_id,
+                clock,
+                loop=app.loop,
+                beacon=app.beacon,
+            )
         relay = OutboxRelay(
             settings,
             services.database,

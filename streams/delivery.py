@@ -19,7 +19,8 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -41,6 +42,14 @@ T = TypeVar("T")
 # Sent emails recorded per commit, and commits that may run behind the sends.
 RECORD_GROUP = 8
 GROUPS_IN_FLIGHT = 2
+
+
+def resend_bound(connections: int) -> int:
+    """How many emails a crash can leave accepted by the server but not recorded as
+    sent (each is sent again, with the same Message-ID): per connection the message
+    in its last reply, the open group, and the groups being committed (each sender
+    that fills a group may add one while it waits for a commit)."""
+    return (GROUPS_IN_FLIGHT + connections) * RECORD_GROUP + connections
 
 
 class Wakeups:
@@ -94,7 +103,7 @@ class DeliveryService(Service):  # type: ignore[misc]
         self,
         settings: Settings,
         database: Database,
-        mailer: Mailer,
+        mailers: Sequence[Mailer],
         channels: emails.Channels,
         wakeups: Wakeups,
         worker_id: str,
@@ -104,7 +113,7 @@ class DeliveryService(Service):  # type: ignore[misc]
         super().__init__(**kwargs)
         self.settings = settings
         self.database = database
-        self.mailer = mailer
+        self.mailers = list(mailers)
         self.channels = channels
         self.wakeups = wakeups
         self.worker_id = worker_id
@@ -120,40 +129,61 @@ class DeliveryService(Service):  # type: ignore[misc]
     @Service.task
     async def _deliver(self) -> None:
         pause = self.settings.poll_interval.total_seconds()
+        ahead: asyncio.Future[list[emails.ClaimedEmail]] | None = None
         while not self.should_stop:
             self.wakeups.delivery.clear()
             try:
-                claimed = await self.database.run(
-                    emails.claim_due,
-                    self.worker_id,
-                    self.clock(),
-                    self.settings.delivery_batch_size,
-                    self.settings.delivery_lease,
-                    self.settings.contact_interval,
-                )
+                claimed = await (ahead if ahead is not None else self._claim())
             except SQLAlchemyError as exc:
                 self.database_warning("delivery: database unavailable (%s); retrying", type(exc).__name__)
                 await self.sleep(pause)
                 continue
+            finally:
+                ahead = None
             if not claimed:
                 await self.wait_for_stopped(self.wakeups.delivery.wait(), timeout=pause)
                 continue
-            if not await self._send_all(claimed):
+            available, ahead = await self._send_all(claimed)
+            if not available:
                 await self.sleep(self.outage.next_pause())
 
-    async def _send_all(self, claimed: list[emails.ClaimedEmail]) -> bool:
-        """Send the claimed emails in order over one connection; False when the SMTP
-        server is unavailable.
+    def _claim(self) -> asyncio.Future[list[emails.ClaimedEmail]]:
+        return asyncio.ensure_future(
+            self.database.run(
+                emails.claim_due,
+                self.worker_id,
+                self.clock(),
+                self.settings.delivery_batch_size,
+                self.settings.delivery_lease,
+                self.settings.contact_interval,
+            )
+        )
+
+    async def _send_all(
+        self, claimed: list[emails.ClaimedEmail]
+    ) -> tuple[bool, asyncio.Future[list[emails.ClaimedEmail]] | None]:
+        """Send the claimed emails, in order, over the mailers' connections at once.
+
+        Returns whether the SMTP server was available, and the next claim, made
+        while the second half of this one is sent (so no connection waits for the
+        database between claims).
 
         Sent emails are recorded in small groups (RECORD_GROUP), committed in the
         background while the next messages go out: SMTP and the database overlap,
         and one commit serves several emails. An email's status is committed within
         milliseconds of its acceptance; a crash in between can re-send it, with the
         same Message-ID (CONTRACT §5.7).
+
+        A connection that cannot be opened leaves the emails to the others; only
+        when none can be opened is the server unavailable.
         """
-        remaining = list(claimed)
+        queue = deque(claimed)
+        in_hand: set[int] = set()
         group: list[tuple[int, datetime]] = []
         recording: set[asyncio.Future[Any]] = set()
+        unavailable: list[SmtpUnavailable] = []
+        ahead: asyncio.Future[list[emails.ClaimedEmail]] | None = None
+        renewed = self.clock()
 
         async def record_group() -> None:
             if not group:
@@ -166,32 +196,35 @@ class DeliveryService(Service):  # type: ignore[misc]
             if len(recording) >= GROUPS_IN_FLIGHT:
                 await asyncio.wait(recording, return_when=asyncio.FIRST_COMPLETED)
 
-        renewed = self.clock()
-        try:
-            while remaining and not self.should_stop:
+        async def renew() -> None:
+            # A long run (a slow server): keep the claims, drop what was lost.
+            nonlocal renewed
+            renewed = self.clock()
+            ids = [e.id for e in queue] + sorted(in_hand)
+            held = (
+                await self._record(emails.renew_claims, ids, self.worker_id, renewed, self.settings.delivery_lease)
+                or set()
+            )
+            for email in [e for e in queue if e.id not in held]:
+                queue.remove(email)
+
+        async def sender(mailer: Mailer) -> None:
+            nonlocal ahead
+            while queue and not self.should_stop:
                 if self.clock() - renewed > self.settings.delivery_lease / 3:
-                    # A long run (a slow server): keep the claims, drop what was lost.
-                    renewed = self.clock()
-                    held = (
-                        await self._record(
-                            emails.renew_claims,
-                            [e.id for e in remaining],
-                            self.worker_id,
-                            renewed,
-                            self.settings.delivery_lease,
-                        )
-                        or set()
-                    )
-                    remaining = [e for e in remaining if e.id in held]
-                    if not remaining:
-                        break
-                email = remaining[0]
+                    await renew()
+                    continue
+                if ahead is None and len(queue) <= len(claimed) // 2:
+                    ahead = self._claim()
+                email = queue.popleft()
+                in_hand.add(email.id)
                 sent_at = self.clock()
                 try:
-                    await self.mailer.send(build_message(email.outgoing, sent_at))
+                    await mailer.send(build_message(email.outgoing, sent_at))
                 except SmtpUnavailable as exc:
-                    await self._unavailable(exc)
-                    return False
+                    queue.appendleft(email)  # not tried: another connection may take it
+                    unavailable.append(exc)
+                    return
                 except Exception as exc:
                     await self._failed(email, exc)
                 else:
@@ -201,15 +234,34 @@ class DeliveryService(Service):  # type: ignore[misc]
                     group.append((email.id, sent_at))
                     if len(group) >= RECORD_GROUP:
                         await record_group()
-                remaining.pop(0)
-            return True
+                finally:
+                    in_hand.discard(email.id)
+
+        available, finished = True, False
+        try:
+            await asyncio.gather(*(sender(mailer) for mailer in self.mailers))
+            if queue and unavailable and not self.should_stop:
+                available = False
+                await self._unavailable(unavailable[0])
+            finished = True
         finally:
             await record_group()
             if recording:
                 await asyncio.gather(*recording)
-            if remaining:  # not tried: back to the queue without spending an attempt
-                await self._release(remaining)
+            not_tried = list(queue)
+            if ahead is not None and not (finished and available and not self.should_stop):
+                not_tried += await self._prefetched(ahead)
+                ahead = None
+            if not_tried:  # back to the queue without spending an attempt
+                await self._release(not_tried)
             self.wakeups.relay.set()
+        return available, ahead
+
+    async def _prefetched(self, ahead: asyncio.Future[list[emails.ClaimedEmail]]) -> list[emails.ClaimedEmail]:
+        try:
+            return await ahead
+        except SQLAlchemyError:  # nothing was claimed
+            return []
 
     async def _failed(self, email: emails.ClaimedEmail, exc: Exception) -> None:
         error = classify(exc)
@@ -276,4 +328,5 @@ class DeliveryService(Service):  # type: ignore[misc]
             return None
 
     async def on_stop(self) -> None:
-        await self.mailer.close()
+        for mailer in self.mailers:
+            await mailer.close()

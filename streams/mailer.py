@@ -141,3 +141,8 @@ class SmtpMailer:
                 await asyncio.wait_for(client.quit(), timeout=5)
             except Exception:
                 client.close()
+
+
+def smtp_mailers(settings: Settings) -> list[Mailer]:
+    """One mailer (one connection) per COMM_SMTP_CONNECTIONS."""
+    return [SmtpMailer(settings) for _ in range(settings.smtp_connections)]

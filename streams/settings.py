@@ -113,6 +113,11 @@ class Settings(BaseModel):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="COMM_LOG_LEVEL")
     # A directory whose templates take precedence over the packaged ones.
     template_dir: Path | None = Field(None, alias="COMM_TEMPLATE_DIR")
+    # Deliver from a child process of the worker, on a core of its own (see
+    # streams/delivery_process.py); false: inside the worker's event loop.
+    delivery_process: bool = Field(False, alias="COMM_DELIVERY_PROCESS")
+    # SMTP connections a worker sends over at once (one keeps the strict order).
+    smtp_connections: int = Field(1, alias="COMM_SMTP_CONNECTIONS", ge=1, le=16)
     # How many due emails one worker claims from the database at a time.
     delivery_batch_size: int = Field(50, alias="COMM_DELIVERY_BATCH_SIZE", ge=1)
     # How long a worker's claim on an email lasts before another may take it over.

@@ -102,6 +102,7 @@ class _Controller(Controller):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.connections: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
+        self.opened = 0  # client connections accepted so far
 
     def factory(self) -> Any:
         session = super().factory()  # type: ignore[no-untyped-call]
@@ -109,6 +110,7 @@ class _Controller(Controller):
 
         def remember(transport: asyncio.BaseTransport) -> None:
             self.connections.add(transport)
+            self.opened += 1
             connection_made(transport)
 
         session.connection_made = remember

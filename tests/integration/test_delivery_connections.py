@@ -1,0 +1,117 @@
+"""The delivery loop over several SMTP connections (COMM_SMTP_CONNECTIONS), on the
+real databases and a real SMTP server: every email once, and a connection that
+cannot be opened leaves its emails to the others instead of stopping delivery."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+
+from streams.delivery import DeliveryService, Wakeups
+from streams.local_broker import free_port
+from streams.mailer import SmtpMailer
+from streams.persistence.models import Email, EmailStatus, OutboxMessage
+from streams.settings import Settings
+from streams.smtp_capture import SmtpCapture
+from tests.integration.test_persistence import CHANNELS, command, store
+
+EMAILS = 30
+
+
+def settings_for(port: int) -> Settings:
+    return Settings.from_environ(
+        {"COMM_SMTP_HOST": "127.0.0.1", "COMM_SMTP_PORT": str(port), "COMM_SMTP_TIMEOUT": "5s"}
+    )
+
+
+def queue_emails(database) -> None:  # type: ignore[no-untyped-def]
+    now = datetime.now(UTC)
+    for t in range(1, EMAILS + 1):
+        store(database, command(f"k{t}", therapist_id=t, requests=((t, "2026-01-01T10:00:00+00:00"),)), now=now)
+
+
+def statuses(database) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    def work(session):  # type: ignore[no-untyped-def]
+        rows = session.execute(select(Email.status, func.count()).group_by(Email.status))
+        return {status.value: n for status, n in rows}
+
+    return database.transaction(work)
+
+
+def alerts(database) -> int:  # type: ignore[no-untyped-def]
+    def work(session):  # type: ignore[no-untyped-def]
+        rows = session.scalars(select(OutboxMessage.value))
+        return sum(1 for value in rows if "communication.alert" in value)
+
+    return database.transaction(work)
+
+
+async def deliver(database, mailers: list[SmtpMailer], until) -> DeliveryService:  # type: ignore[no-untyped-def]
+    delivery = DeliveryService(
+        mailers[0].settings, database, mailers, CHANNELS, Wakeups(), "w1", lambda: datetime.now(UTC)
+    )
+    await delivery.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not until():
+            assert time.monotonic() < deadline, "delivery did not finish within 30 s"
+            await asyncio.sleep(0.05)  # polling the SMTP server's inbox
+    finally:
+        await delivery.stop()
+    return delivery
+
+
+async def test_several_connections_send_every_email_once(database):
+    queue_emails(database)
+    smtp = SmtpCapture().start()
+    try:
+        mailers = [SmtpMailer(settings_for(smtp.port)) for _ in range(3)]
+        before = smtp.controller.opened  # aiosmtpd's own check that it is up
+        delivery = await deliver(database, mailers, lambda: len(smtp.messages) >= EMAILS)
+        recipients = sorted(r for m in smtp.messages for r in m.rcpt_tos)
+        assert recipients == sorted(f"t{t}@praxis.example" for t in range(1, EMAILS + 1))
+        assert smtp.controller.opened - before == 3  # all three at work, each opened once
+        assert delivery.sent == EMAILS
+        assert statuses(database) == {EmailStatus.SENT.value: EMAILS}
+    finally:
+        smtp.stop()
+
+
+async def test_a_connection_that_cannot_be_opened_leaves_its_emails_to_the_others(database):
+    queue_emails(database)
+    smtp = SmtpCapture().start()
+    try:
+        nowhere = settings_for(free_port())  # nothing listens there: every connect is refused
+        mailers = [SmtpMailer(nowhere), SmtpMailer(settings_for(smtp.port)), SmtpMailer(nowhere)]
+        delivery = await deliver(database, mailers, lambda: len(smtp.messages) >= EMAILS)
+        assert len(smtp.messages) == EMAILS
+        assert delivery.outage.failures == 0  # not an outage: one connection was enough
+        assert statuses(database) == {EmailStatus.SENT.value: EMAILS}
+        assert alerts(database) == 0
+    finally:
+        smtp.stop()
+
+
+async def test_when_no_connection_can_be_opened_the_emails_wait_untouched(database):
+    queue_emails(database)
+    nowhere = settings_for(free_port())
+    mailers = [SmtpMailer(nowhere) for _ in range(2)]
+    delivery = DeliveryService(nowhere, database, mailers, CHANNELS, Wakeups(), "w1", lambda: datetime.now(UTC))
+    await delivery.start()
+    try:
+        deadline = time.monotonic() + 30
+        while delivery.outage.failures < 2:
+            assert time.monotonic() < deadline, "the outage was not noticed"
+            await asyncio.sleep(0.05)  # polling the delivery loop's state
+    finally:
+        await delivery.stop()
+
+    def work(session):  # type: ignore[no-untyped-def]
+        return list(session.execute(select(Email.status, Email.retry_count, Email.claimed_by)))
+
+    rows = database.transaction(work)
+    assert len(rows) == EMAILS
+    assert all(row == (EmailStatus.QUEUED, 0, None) for row in rows)  # released, no attempt spent
