@@ -108,9 +108,15 @@ class DeliveryService(Service):  # type: ignore[misc]
         wakeups: Wakeups,
         worker_id: str,
         clock: Callable[[], datetime],
+        *,
+        claim_ahead: bool = False,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)
+        # Claim the next emails while the second half of a claim is sent. Measured:
+        # it helps the delivery process (idle between SMTP replies) and costs an
+        # in-process loop about 10% (it competes for the GIL); see BENCHMARKS.md.
+        self.claim_ahead = claim_ahead
         self.settings = settings
         self.database = database
         self.mailers = list(mailers)
@@ -164,9 +170,9 @@ class DeliveryService(Service):  # type: ignore[misc]
     ) -> tuple[bool, asyncio.Future[list[emails.ClaimedEmail]] | None]:
         """Send the claimed emails, in order, over the mailers' connections at once.
 
-        Returns whether the SMTP server was available, and the next claim, made
-        while the second half of this one is sent (so no connection waits for the
-        database between claims).
+        Returns whether the SMTP server was available, and (with ``claim_ahead``)
+        the next claim, made while the second half of this one is sent, so no
+        connection waits for the database between claims.
 
         Sent emails are recorded in small groups (RECORD_GROUP), committed in the
         background while the next messages go out: SMTP and the database overlap,
@@ -214,7 +220,7 @@ class DeliveryService(Service):  # type: ignore[misc]
                 if self.clock() - renewed > self.settings.delivery_lease / 3:
                     await renew()
                     continue
-                if ahead is None and len(queue) <= len(claimed) // 2:
+                if self.claim_ahead and ahead is None and len(queue) <= len(claimed) // 2:
                     ahead = self._claim()
                 email = queue.popleft()
                 in_hand.add(email.id)

@@ -192,7 +192,9 @@ async def _serve(settings: Settings, channels: Channels, worker_id: str, wake_fd
 
     loop.add_reader(wake_fd, on_wake)
     database = Database(settings.database_url.get_secret_value())
-    delivery = DeliveryService(settings, database, smtp_mailers(settings), channels, wakeups, worker_id, utcnow)
+    delivery = DeliveryService(
+        settings, database, smtp_mailers(settings), channels, wakeups, worker_id, utcnow, claim_ahead=True
+    )
     relay = asyncio.ensure_future(tell_relay())
     try:
         await delivery.start()

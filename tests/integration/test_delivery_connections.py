@@ -8,6 +8,7 @@ import asyncio
 import time
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import func, select
 
 from streams.delivery import DeliveryService, Wakeups
@@ -23,7 +24,12 @@ EMAILS = 30
 
 def settings_for(port: int) -> Settings:
     return Settings.from_environ(
-        {"COMM_SMTP_HOST": "127.0.0.1", "COMM_SMTP_PORT": str(port), "COMM_SMTP_TIMEOUT": "5s"}
+        {
+            "COMM_SMTP_HOST": "127.0.0.1",
+            "COMM_SMTP_PORT": str(port),
+            "COMM_SMTP_TIMEOUT": "5s",
+            "COMM_DELIVERY_BATCH_SIZE": "10",  # several claims for the 30 emails
+        }
     )
 
 
@@ -49,9 +55,16 @@ def alerts(database) -> int:  # type: ignore[no-untyped-def]
     return database.transaction(work)
 
 
-async def deliver(database, mailers: list[SmtpMailer], until) -> DeliveryService:  # type: ignore[no-untyped-def]
+async def deliver(database, mailers: list[SmtpMailer], until, claim_ahead=False) -> DeliveryService:  # type: ignore[no-untyped-def]
     delivery = DeliveryService(
-        mailers[0].settings, database, mailers, CHANNELS, Wakeups(), "w1", lambda: datetime.now(UTC)
+        mailers[0].settings,
+        database,
+        mailers,
+        CHANNELS,
+        Wakeups(),
+        "w1",
+        lambda: datetime.now(UTC),
+        claim_ahead=claim_ahead,
     )
     await delivery.start()
     try:
@@ -64,13 +77,14 @@ async def deliver(database, mailers: list[SmtpMailer], until) -> DeliveryService
     return delivery
 
 
-async def test_several_connections_send_every_email_once(database):
+@pytest.mark.parametrize("claim_ahead", [False, True], ids=["claims-in-turn", "claims-ahead"])
+async def test_several_connections_send_every_email_once(database, claim_ahead):
     queue_emails(database)
     smtp = SmtpCapture().start()
     try:
         mailers = [SmtpMailer(settings_for(smtp.port)) for _ in range(3)]
         before = smtp.controller.opened  # aiosmtpd's own check that it is up
-        delivery = await deliver(database, mailers, lambda: len(smtp.messages) >= EMAILS)
+        delivery = await deliver(database, mailers, lambda: len(smtp.messages) >= EMAILS, claim_ahead)
         recipients = sorted(r for m in smtp.messages for r in m.rcpt_tos)
         assert recipients == sorted(f"t{t}@praxis.example" for t in range(1, EMAILS + 1))
         assert smtp.controller.opened - before == 3  # all three at work, each opened once
