@@ -27,6 +27,7 @@ import multiprocessing
 import os
 import signal
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -83,22 +84,10 @@ class DeliveryProcess(Service):  # type: ignore[misc]
         self._pipes = (to_child, from_child)
         os.set_blocking(to_child.fileno(), False)
         self._ended.clear()
-        self.loop.add_reader(from_child.fileno(), self._from_child)
+        _watch(self.loop, from_child.fileno(), on_data=self.wakeups.relay.set, on_end=self._ended.set)
         self.spawned_at = time.monotonic()
         self.wakeups.delivery.set()  # the new child looks for work at once
         log.info("delivery runs in process %s", self.process.pid)
-
-    def _from_child(self) -> None:
-        assert self._pipes is not None
-        try:
-            data = os.read(self._pipes[1].fileno(), 512)
-        except OSError:
-            data = b""
-        if data:
-            self.wakeups.relay.set()
-        else:  # the child is gone
-            self.loop.remove_reader(self._pipes[1].fileno())
-            self._ended.set()
 
     def _close_pipes(self) -> None:
         if self._pipes is not None:
@@ -146,6 +135,26 @@ class DeliveryProcess(Service):  # type: ignore[misc]
         self._close_pipes()
 
 
+def _watch(
+    loop: asyncio.AbstractEventLoop, fd: int, *, on_data: Callable[[], object], on_end: Callable[[], object]
+) -> None:
+    """Call ``on_data`` whenever bytes arrive on the pipe ``fd``, and ``on_end`` once
+    at its end-of-file (every write end closed: the other process is gone)."""
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 512)
+        except OSError:
+            data = b""
+        if data:
+            on_data()
+        else:
+            loop.remove_reader(fd)
+            on_end()
+
+    loop.add_reader(fd, readable)
+
+
 def _log_level() -> int:
     return logging.getLogger().getEffectiveLevel()
 
@@ -170,17 +179,6 @@ async def _serve(settings: Settings, channels: Channels, worker_id: str, wake_fd
     wakeups = Wakeups()
     parent_gone = asyncio.Event()
 
-    def on_wake() -> None:
-        try:
-            data = os.read(wake_fd, 512)
-        except OSError:
-            data = b""
-        if data:
-            wakeups.delivery.set()
-        else:
-            loop.remove_reader(wake_fd)
-            parent_gone.set()
-
     os.set_blocking(back_fd, False)
 
     async def tell_relay() -> None:
@@ -190,7 +188,7 @@ async def _serve(settings: Settings, channels: Channels, worker_id: str, wake_fd
             with contextlib.suppress(BlockingIOError, BrokenPipeError):
                 os.write(back_fd, b"r")
 
-    loop.add_reader(wake_fd, on_wake)
+    _watch(loop, wake_fd, on_data=wakeups.delivery.set, on_end=parent_gone.set)
     database = Database(settings.database_url.get_secret_value())
     delivery = DeliveryService(
         settings, database, smtp_mailers(settings), channels, wakeups, worker_id, utcnow, claim_ahead=True
