@@ -15,7 +15,11 @@ run is refused. The database is PostgreSQL (a fresh database on the local server
 or SQLite (--database sqlite).
 
     .venv/bin/python bench/bench_delivery.py [--therapists 1000] [--repeats 3] [--database postgresql]
-        [--connections 3] [--delivery-process]
+        [--connections 3] [--delivery-process] [--timeline]
+
+--timeline prints, per hundred emails, when the k-th email was stored, recorded as
+sent and arrived (seconds after the batch run): it shows which stage holds up the
+others.
 """
 
 from __future__ import annotations
@@ -93,7 +97,13 @@ async def wait_for(check, timeout: float, what: str) -> None:
 
 
 async def pipeline(
-    broker: LocalBroker, database_url: str, therapists: int, work: Path, max_batch: str, delivery: dict[str, str]
+    broker: LocalBroker,
+    database_url: str,
+    therapists: int,
+    work: Path,
+    max_batch: str,
+    delivery: dict[str, str],
+    timeline: bool = False,
 ) -> tuple[float, float, Path]:
     """(emails/s from first to last arrival, seconds from batch run to last arrival, eml dir)."""
     app_id = f"deliv-{uuid.uuid4().hex[:6]}"
@@ -165,6 +175,8 @@ async def pipeline(
             raise RuntimeError("the setup was not finished before the batch run; use fewer therapists")
         await wait_for(lambda: len(sink.arrivals()) >= therapists, 300, "all emails delivered")
         arrivals = sorted(sink.arrivals())
+        if timeline:
+            print_timeline(database_url, measured_run, arrivals)
         if not measured_run <= arrivals[0] <= arrivals[-1] < measured_run + every:
             raise RuntimeError("the emails did not all come from the one batch run")
         return (therapists - 1) / (arrivals[-1] - arrivals[0]), arrivals[-1] - measured_run, sink.path
@@ -172,6 +184,23 @@ async def pipeline(
         worker.terminate()
         worker.wait(timeout=20)
         sink.stop()
+
+
+def print_timeline(database_url: str, start: float, arrivals: list[float]) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(normalise_url(database_url))
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT created_at, sent_at FROM emails")).all()
+    finally:
+        engine.dispose()
+    stored = sorted(created.timestamp() - start for created, _ in rows)
+    sent = sorted(at.timestamp() - start for _, at in rows if at is not None)
+    arrived = [at - start for at in arrivals]
+    print("   email   stored  recorded sent  arrived  (seconds after the batch run)")
+    for k in range(0, len(stored), 100):
+        print(f"  {k + 1:6d} {stored[k]:8.2f} {sent[k]:13.2f} {arrived[k]:8.2f}")
 
 
 class DirectoryCount:
@@ -269,6 +298,7 @@ async def main() -> None:
     parser.add_argument(
         "--delivery-process", action="store_true", help="COMM_DELIVERY_PROCESS=true: deliver from a child process"
     )
+    parser.add_argument("--timeline", action="store_true", help="per 100 emails: when stored, sent and arrived")
     add_producer_batch_option(parser)
     args = parser.parse_args()
     max_batch = PRODUCER_MAX_BATCH[args.producer_batch]
@@ -284,10 +314,12 @@ async def main() -> None:
         for repeat in range(args.repeats):
             if args.database == "sqlite":
                 url = f"sqlite:///{work / f'r{repeat}.db'}"
-                rate, total, _ = await pipeline(broker, url, args.therapists, work, max_batch, delivery)
+                rate, total, _ = await pipeline(broker, url, args.therapists, work, max_batch, delivery, args.timeline)
             else:
                 with postgres_database() as url:
-                    rate, total, _ = await pipeline(broker, url, args.therapists, work, max_batch, delivery)
+                    rate, total, _ = await pipeline(
+                        broker, url, args.therapists, work, max_batch, delivery, args.timeline
+                    )
             bare = await bare_loop(messages, work)
             rates["service worker"].append(rate)
             rates["bare aiosmtplib loop"].append(bare)

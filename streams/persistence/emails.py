@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import and_, case, func, literal, or_, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ARRAY, ColumnElement, Table, and_, any_, case, func, insert, literal, or_, select, text, update
+from sqlalchemy.orm import QueryableAttribute, Session
 
 from domain.contact_limit import next_contact_at
 from domain.decisions import CONFIRMATION, CONTACT_REQUEST, FOLLOW_UP, MANUAL
@@ -27,7 +27,7 @@ from streams.email_message import OutgoingEmail, message_id_for
 from streams.html_text import clean_html, html_to_text
 from streams.mailer import SendError
 from streams.persistence.call_requests import drop_from_calls
-from streams.persistence.models import Email, EmailBatch, EmailStatus, UTCDateTime
+from streams.persistence.models import EMAIL_BATCHES, EMAILS, Email, EmailBatch, EmailStatus, UTCDateTime
 from streams.persistence.outbox import add_rows, command_rejected_row, event_row, message_row
 from streams.rendering import RenderedEmail, RenderError
 
@@ -142,7 +142,7 @@ def store_send_commands(
     with one round of INSERTs; per command the new email's id, or None when there is
     nothing to create (a replayed command, or every request in it already emailed)."""
     keys = [c["email_key"] for c in commands]
-    known_keys = set(session.scalars(select(Email.email_key).where(Email.email_key.in_(keys))))
+    known_keys = set(session.scalars(select(Email.email_key).where(one_of(session, Email.email_key, keys))))
     emailed = _already_emailed(
         session,
         [int(r["placement_request_id"]) for c in commands if c["email_kind"] == CONTACT_REQUEST for r in c["requests"]],
@@ -182,14 +182,57 @@ def store_send_commands(
             email, rendered = outcome
         else:
             email, rendered = _new_email(command, requests, render, identity, now)
-        session.add(email)
         created.append((command, email, rendered))
-    session.flush()  # all new emails and their batch entries at once
+    _insert_emails(session, [entry[1] for entry in created if entry is not None])
     for entry in created:
         if entry is not None:
             messages.extend(_created_rows(*entry, channels, now))
     add_rows(session, messages)  # and everything they report, at once
     return [None if entry is None else entry[1].id for entry in created]
+
+
+def _insert_emails(session: Session, new: Sequence[Email]) -> None:
+    """Insert new emails and their batch entries, and set their ids: two Core
+    executemany INSERTs (the ORM's flush of the same rows cost more than rendering
+    them). On PostgreSQL the ids are drawn from the sequence first: an INSERT …
+    RETURNING of many rows is one huge statement that psycopg parses anew each time."""
+    if not new:
+        return
+    table = EMAILS
+    rows = [_column_values(email, table) for email in new]
+    if session.get_bind().dialect.name == "postgresql":
+        ids = sorted(session.scalars(_NEXT_EMAIL_IDS, {"n": len(new)}))
+        for row, email_id in zip(rows, ids, strict=True):
+            row["id"] = email_id
+        session.execute(insert(table), rows)
+    else:
+        ids = list(session.scalars(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows))
+    for email, email_id in zip(new, ids, strict=True):
+        email.id = email_id
+    batches = [batch for email in new for batch in email.batches]
+    for batch in batches:
+        batch.email_id = batch.email.id
+    if batches:
+        session.execute(insert(EMAIL_BATCHES), [_column_values(b, EMAIL_BATCHES) for b in batches])
+
+
+def one_of(session: Session, column: QueryableAttribute[Any], values: Sequence[Any]) -> ColumnElement[bool]:
+    """``column IN values``; on PostgreSQL ``column = ANY(array)``: one parameter
+    instead of one per value, so psycopg parses the statement once, not at every
+    call (it caches only short statements)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(literal(list(values), ARRAY(column.expression.type)))
+    return column.in_(values)
+
+
+_NEXT_EMAIL_IDS = text("SELECT nextval(pg_get_serial_sequence('emails', 'id')) FROM generate_series(1, :n)")
+
+
+def _column_values(row: Any, table: Table) -> dict[str, Any]:
+    """A new row's values, every column but the generated id (so that every row of
+    one INSERT has the same keys); the constructors set each column that has a
+    default."""
+    return {column.key: getattr(row, column.key) for column in table.columns if column.key != "id"}
 
 
 def _new_manual_email(
@@ -379,7 +422,7 @@ def _already_emailed(session: Session, request_ids: list[int]) -> set[int]:
             select(EmailBatch.placement_request_id)
             .join(Email)
             .where(
-                EmailBatch.placement_request_id.in_(request_ids),
+                one_of(session, EmailBatch.placement_request_id, request_ids),
                 Email.kind == CONTACT_REQUEST,
                 Email.status != EmailStatus.FAILED,
             )
@@ -535,10 +578,11 @@ def record_sent_many(session: Session, sent: Sequence[tuple[int, datetime]], cha
     """Mark a group of emails sent in one statement and report each; emails already
     marked are left alone, so recording twice changes nothing."""
     when = dict(sent)
-    sent_at = case({email_id: literal(at, UTCDateTime()) for email_id, at in when.items()}, value=Email.id)
+    table = EMAILS.c  # Core: the ORM's bulk update path costs more than the update
+    sent_at = case({email_id: literal(at, UTCDateTime()) for email_id, at in when.items()}, value=table.id)
     rows = session.execute(
-        update(Email)
-        .where(Email.id.in_(list(when)), Email.status != EmailStatus.SENT)
+        update(EMAILS)
+        .where(table.id.in_(list(when)), table.status != EmailStatus.SENT)
         .values(
             status=EmailStatus.SENT,
             sent_at=sent_at,
@@ -549,14 +593,13 @@ def record_sent_many(session: Session, sent: Sequence[tuple[int, datetime]], cha
             claim_expires_at=None,
         )
         .returning(
-            Email.id,
-            Email.therapist_id,
-            Email.message_id,
-            Email.email_key,
-            Email.counts_toward_limit,
-            Email.placement_request_ids,
+            table.id,
+            table.therapist_id,
+            table.message_id,
+            table.email_key,
+            table.counts_toward_limit,
+            table.placement_request_ids,
         )
-        .execution_options(synchronize_session=False)
     ).all()
     messages = []
     for email_id, therapist_id, message_id, email_key, limited, request_ids in sorted(rows):

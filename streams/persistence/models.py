@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -20,6 +20,7 @@ from sqlalchemy import (
     MetaData,
     SmallInteger,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -304,3 +305,9 @@ class JobRun(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     run_at: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
     done_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# The tables, typed as such, for Core statements on the hot paths.
+EMAILS = cast(Table, Email.__table__)
+EMAIL_BATCHES = cast(Table, EmailBatch.__table__)
+OUTBOX = cast(Table, OutboxMessage.__table__)

@@ -113,6 +113,30 @@ def test_send_command_is_stored_once(database):
     assert created["producer"] == "communication-service"
 
 
+def test_a_run_of_commands_is_stored_in_order_with_one_insert_each(database):
+    commands = [
+        command(f"k{n}", therapist_id=n, requests=((10 * n, "2026-01-01T10:00:00+00:00"), (10 * n + 1, None)))
+        for n in range(1, 6)
+    ]
+    commands.insert(3, commands[1])  # a replay inside the run
+    ids = database.transaction(emails.store_send_commands, commands, render, IDENTITY, CHANNELS, NOW)
+    assert ids[3] is None
+    created = [i for i in ids if i is not None]
+    assert created == sorted(created) and len(set(created)) == 5, "ids follow the order of the commands"
+
+    def check(session):
+        for email_id, n in zip(created, range(1, 6), strict=True):
+            email = session.get(Email, email_id)
+            assert (email.email_key, email.therapist_id, email.status) == (f"k{n}", n, EmailStatus.QUEUED)
+            assert [(b.placement_request_id, b.position) for b in email.batches] == [(10 * n, 0), (10 * n + 1, 1)]
+            assert email.batches[1].registered_at is None and email.batches[0].created_at == NOW
+            assert email.claimed_by is None and email.follow_up_done_at is None and email.retry_count == 0
+
+    database.transaction(check)
+    reported = [doc["payload"] for _, doc in published(database, CHANNELS.events)]
+    assert [p["email_id"] for p in reported] == [i for i in created for _ in (0, 1)]
+
+
 def test_a_request_already_in_a_contact_email_is_never_emailed_again(database):
     store(database, command("k1", requests=((1, "2026-01-01T10:00:00+00:00"),)))
     again = command("k2", requests=((1, "2026-01-01T10:00:00+00:00"), (2, "2026-01-02T10:00:00+00:00")))

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from sqlalchemy import select
 
 from streams.persistence import outbox
-from streams.persistence.models import OutboxMessage
-from streams.relay import OutboxRelay
+from streams.persistence.models import Lease, OutboxMessage
+from streams.relay import LEASE, OutboxRelay
 from streams.settings import Settings
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
@@ -71,3 +71,27 @@ async def test_a_transient_failure_keeps_the_order(database):
     assert not await relay(database, producer)._publish(database.transaction(outbox.unpublished, 10))
     assert [(v, done) for v, done, _ in rows(database)] == [("a", True), ("slow", False), ("c", False)]
     assert [m.value for m in database.transaction(outbox.unpublished, 10)] == ["slow", "c"]
+
+
+async def test_the_lease_is_taken_once_and_renewed_after_a_third_of_it(database):
+    clock = {"now": NOW}
+    settings = Settings.from_environ({})
+    lease = timedelta(seconds=30)
+
+    def relay_of(worker):
+        return OutboxRelay(settings, database, Producer({}), "events", asyncio.Event(), worker, lambda: clock["now"])
+
+    def expires_at():
+        return database.transaction(lambda s: s.get(Lease, LEASE).expires_at.astimezone(UTC))
+
+    first, second = relay_of("a"), relay_of("b")
+    assert await first._hold(lease)
+    assert expires_at() == NOW + lease
+    assert not await second._hold(lease), "one relay at a time"
+    clock["now"] = NOW + timedelta(seconds=5)
+    assert await first._hold(lease)
+    assert expires_at() == NOW + lease, "not written again within a third of the lease"
+    first.held_at -= lease.total_seconds() / 3  # as if ten seconds had passed
+    assert await first._hold(lease)
+    assert expires_at() == NOW + timedelta(seconds=5) + lease, "renewed"
+    assert not await second._hold(lease)
