@@ -16,6 +16,7 @@ for good.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -42,6 +43,12 @@ T = TypeVar("T")
 # Sent emails recorded per commit, and commits that may run behind the sends.
 RECORD_GROUP = 8
 GROUPS_IN_FLIGHT = 2
+
+
+def stop_grace(settings: Settings) -> float:
+    """How long a stopping delivery loop may take to finish the emails in hand and
+    record them: the SMTP timeout, and time to commit."""
+    return settings.smtp_timeout.total_seconds() + 5.0
 
 
 def resend_bound(connections: int) -> int:
@@ -131,9 +138,18 @@ class DeliveryService(Service):  # type: ignore[misc]
         self.database_warning = ThrottledWarning(log)
         self.smtp_warning = ThrottledWarning(log)
         self.sent = 0
+        self._delivering = asyncio.Event()  # set while the delivery loop is not running
+        self._delivering.set()
 
     @Service.task
     async def _deliver(self) -> None:
+        self._delivering.clear()
+        try:
+            await self._deliver_until_stopped()
+        finally:
+            self._delivering.set()
+
+    async def _deliver_until_stopped(self) -> None:
         pause = self.settings.poll_interval.total_seconds()
         ahead: asyncio.Future[list[emails.ClaimedEmail]] | None = None
         while not self.should_stop:
@@ -334,5 +350,11 @@ class DeliveryService(Service):  # type: ignore[misc]
             return None
 
     async def on_stop(self) -> None:
+        """Stopping, the senders take no new email: the ones in hand are finished and
+        recorded before the connections close, or else an email the server accepted
+        could stay unrecorded and be sent again. Bounded by the SMTP timeout (a
+        stalled server fails the send by then)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._delivering.wait(), stop_grace(self.settings))
         for mailer in self.mailers:
             await mailer.close()

@@ -34,7 +34,7 @@ from typing import Any
 from mode import Service
 
 from streams.clock import utcnow
-from streams.delivery import DeliveryService, Wakeups
+from streams.delivery import DeliveryService, Wakeups, stop_grace
 from streams.mailer import smtp_mailers
 from streams.persistence.db import Database
 from streams.persistence.emails import Channels
@@ -42,8 +42,9 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# How long a stopping parent waits for the child to finish the email in hand.
-STOP_TIMEOUT = 30.0
+# How long a stopping parent waits for the child beyond the child's own grace for
+# the emails in hand (see streams.delivery.stop_grace).
+STOP_MARGIN = 10.0
 
 
 class DeliveryProcess(Service):  # type: ignore[misc]
@@ -127,9 +128,10 @@ class DeliveryProcess(Service):  # type: ignore[misc]
     async def on_stop(self) -> None:
         if self._pipes is not None:
             self._pipes[0].close()  # end-of-file: the child finishes and exits
-        await asyncio.to_thread(self.process.join, STOP_TIMEOUT)
+        timeout = stop_grace(self.settings) + STOP_MARGIN
+        await asyncio.to_thread(self.process.join, timeout)
         if self.process.is_alive():
-            log.warning("delivery process did not stop within %.0fs; killing it", STOP_TIMEOUT)
+            log.warning("delivery process did not stop within %.0fs; killing it", timeout)
             self.process.kill()
             await asyncio.to_thread(self.process.join)
         self._close_pipes()

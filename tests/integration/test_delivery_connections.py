@@ -129,3 +129,28 @@ async def test_when_no_connection_can_be_opened_the_emails_wait_untouched(databa
     rows = database.transaction(work)
     assert len(rows) == EMAILS
     assert all(row == (EmailStatus.QUEUED, 0, None) for row in rows)  # released, no attempt spent
+
+
+@pytest.mark.parametrize("connections", [1, 3])
+async def test_a_stop_finishes_and_records_the_emails_in_hand(database, connections):
+    """Stopped mid-send, delivery takes no new email, but the ones whose data the
+    server has are finished and recorded: none is left to be sent a second time."""
+    queue_emails(database)
+    smtp = SmtpCapture().start()
+    smtp.handler.delay = 0.3  # each reply takes a while: there is always an email in hand
+    try:
+        mailers = [SmtpMailer(settings_for(smtp.port)) for _ in range(connections)]
+        await deliver(database, mailers, lambda: len(smtp.messages) >= 2)
+        arrived = sorted(r for m in smtp.messages for r in m.rcpt_tos)
+
+        def work(session):  # type: ignore[no-untyped-def]
+            rows = session.execute(select(Email.recipient_email, Email.status, Email.retry_count))
+            return [(to, status.value, retries) for to, status, retries in rows]
+
+        rows = database.transaction(work)
+        assert sorted(to for to, status, _ in rows if status == EmailStatus.SENT.value) == arrived
+        assert len(arrived) >= 2 + connections - 1, "the emails in hand when it stopped went out"
+        rest = [(status, retries) for to, status, retries in rows if to not in arrived]
+        assert rest == [(EmailStatus.QUEUED.value, 0)] * (EMAILS - len(arrived)), "the others wait untouched"
+    finally:
+        smtp.stop()
