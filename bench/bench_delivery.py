@@ -173,17 +173,37 @@ async def pipeline(
             directory.close()
         if time.time() > measured_run - 2:
             raise RuntimeError("the setup was not finished before the batch run; use fewer therapists")
+        await asyncio.sleep(measured_run - 0.5 - time.time())  # waiting for a point on the clock
+        before = cpu_seconds(worker.pid)
         await wait_for(lambda: len(sink.arrivals()) >= therapists, 300, "all emails delivered")
+        after = cpu_seconds(worker.pid)
         arrivals = sorted(sink.arrivals())
         if timeline:
             print_timeline(database_url, measured_run, arrivals)
         if not measured_run <= arrivals[0] <= arrivals[-1] < measured_run + every:
             raise RuntimeError("the emails did not all come from the one batch run")
+        cpu = {name: (after[name] - before.get(name, 0.0)) / therapists * 1000 for name in after}
+        print("  CPU per email (ms): " + ", ".join(f"{name} {ms:.2f}" for name, ms in cpu.items()), flush=True)
         return (therapists - 1) / (arrivals[-1] - arrivals[0]), arrivals[-1] - measured_run, sink.path
     finally:
         worker.terminate()
         worker.wait(timeout=20)
         sink.stop()
+
+
+def cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU time (user + system) of the worker and of its delivery process, if any."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def of(process: int) -> float:
+        fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    found = {"worker": of(pid)}
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        if "spawn_main" in Path(f"/proc/{child}/cmdline").read_text():
+            found["delivery process"] = of(int(child))
+    return found
 
 
 def print_timeline(database_url: str, start: float, arrivals: list[float]) -> None:

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import ARRAY, ColumnElement, Engine, any_, create_engine, event, literal, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError, SQLAlchemyError
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import QueryableAttribute, Session, sessionmaker
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -133,6 +133,17 @@ async def run_retrying(
             warn("database unavailable (%s); retrying", type(exc).__name__)
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_delay)
+
+
+def one_of(
+    session: Session, column: QueryableAttribute[Any] | ColumnElement[Any], values: Sequence[Any]
+) -> ColumnElement[bool]:
+    """``column IN values``; on PostgreSQL ``column = ANY(array)``: one parameter
+    instead of one per value, so psycopg parses the statement once, not at every
+    call (it caches only short statements)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(literal(list(values), ARRAY(column.expression.type)))
+    return column.in_(values)
 
 
 def alembic_config(connection: Any = None) -> Config:

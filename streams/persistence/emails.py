@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import ARRAY, ColumnElement, Table, and_, any_, case, func, insert, literal, or_, select, text, update
-from sqlalchemy.orm import QueryableAttribute, Session
+from sqlalchemy import Table, and_, case, func, insert, literal, or_, select, text, update
+from sqlalchemy.orm import Session
 
 from domain.contact_limit import next_contact_at
 from domain.decisions import CONFIRMATION, CONTACT_REQUEST, FOLLOW_UP, MANUAL
@@ -27,6 +27,7 @@ from streams.email_message import OutgoingEmail, message_id_for
 from streams.html_text import clean_html, html_to_text
 from streams.mailer import SendError
 from streams.persistence.call_requests import drop_from_calls
+from streams.persistence.db import one_of
 from streams.persistence.models import EMAIL_BATCHES, EMAILS, Email, EmailBatch, EmailStatus, UTCDateTime
 from streams.persistence.outbox import add_rows, command_rejected_row, event_row, message_row
 from streams.rendering import RenderedEmail, RenderError
@@ -214,15 +215,6 @@ def _insert_emails(session: Session, new: Sequence[Email]) -> None:
         batch.email_id = batch.email.id
     if batches:
         session.execute(insert(EMAIL_BATCHES), [_column_values(b, EMAIL_BATCHES) for b in batches])
-
-
-def one_of(session: Session, column: QueryableAttribute[Any], values: Sequence[Any]) -> ColumnElement[bool]:
-    """``column IN values``; on PostgreSQL ``column = ANY(array)``: one parameter
-    instead of one per value, so psycopg parses the statement once, not at every
-    call (it caches only short statements)."""
-    if session.get_bind().dialect.name == "postgresql":
-        return column == any_(literal(list(values), ARRAY(column.expression.type)))
-    return column.in_(values)
 
 
 _NEXT_EMAIL_IDS = text("SELECT nextval(pg_get_serial_sequence('emails', 'id')) FROM generate_series(1, :n)")
@@ -507,7 +499,7 @@ def _limited_being_sent(session: Session, therapist_ids: set[int], now: datetime
     return set(
         session.scalars(
             select(Email.therapist_id).where(
-                Email.therapist_id.in_(therapist_ids),
+                one_of(session, Email.therapist_id, list(therapist_ids)),
                 Email.counts_toward_limit.is_(True),
                 Email.status == EmailStatus.SENDING,
                 Email.claim_expires_at >= now,
@@ -521,7 +513,7 @@ def renew_claims(session: Session, email_ids: list[int], worker: str, now: datet
     been taken over, and then the other worker sends that email)."""
     held = session.scalars(
         update(Email)
-        .where(Email.id.in_(email_ids), Email.claimed_by == worker, Email.status == EmailStatus.SENDING)
+        .where(one_of(session, Email.id, email_ids), Email.claimed_by == worker, Email.status == EmailStatus.SENDING)
         .values(claim_expires_at=now + lease)
         .returning(Email.id)
         .execution_options(synchronize_session=False)
@@ -535,7 +527,7 @@ def _last_limited_send(session: Session, therapist_ids: set[int]) -> dict[int, d
     rows = session.execute(
         select(Email.therapist_id, func.max(Email.sent_at))
         .where(
-            Email.therapist_id.in_(therapist_ids),
+            one_of(session, Email.therapist_id, list(therapist_ids)),
             Email.counts_toward_limit.is_(True),
             Email.status == EmailStatus.SENT,
         )
@@ -569,7 +561,7 @@ def release_claims(session: Session, email_ids: list[int], worker: str) -> None:
     """Put claimed emails that were not tried back in the queue, attempts untouched."""
     session.execute(
         update(Email)
-        .where(Email.id.in_(email_ids), Email.claimed_by == worker, Email.status == EmailStatus.SENDING)
+        .where(one_of(session, Email.id, email_ids), Email.claimed_by == worker, Email.status == EmailStatus.SENDING)
         .values(status=EmailStatus.QUEUED, claimed_by=None, claim_expires_at=None)
     )
 
@@ -582,7 +574,7 @@ def record_sent_many(session: Session, sent: Sequence[tuple[int, datetime]], cha
     sent_at = case({email_id: literal(at, UTCDateTime()) for email_id, at in when.items()}, value=table.id)
     rows = session.execute(
         update(EMAILS)
-        .where(table.id.in_(list(when)), table.status != EmailStatus.SENT)
+        .where(one_of(session, table.id, list(when)), table.status != EmailStatus.SENT)
         .values(
             status=EmailStatus.SENT,
             sent_at=sent_at,

@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from streams.codec import dumps
+from streams.persistence.db import one_of
 from streams.persistence.models import OUTBOX, Lease, OutboxMessage
 from streams.schemas import envelope
 
@@ -73,17 +74,23 @@ def command_rejected_row(
     return event_row(topic, "communication.command_rejected", therapist_id, payload, now, causation_id=command_id)
 
 
+# The relay's two statements run hundreds of times a second: Core, not the ORM.
+
+
 def unpublished(session: Session, limit: int) -> list[PendingMessage]:
-    rows = session.scalars(
-        select(OutboxMessage).where(OutboxMessage.published_at.is_(None)).order_by(OutboxMessage.id).limit(limit)
+    rows = session.execute(
+        select(OUTBOX.c.id, OUTBOX.c.topic, OUTBOX.c.key, OUTBOX.c.value)
+        .where(OUTBOX.c.published_at.is_(None))
+        .order_by(OUTBOX.c.id)
+        .limit(limit)
     )
-    return [PendingMessage(r.id, r.topic, r.key, r.value) for r in rows]
+    return [PendingMessage(*row) for row in rows]
 
 
 def mark_published(session: Session, ids: Sequence[int], now: datetime) -> None:
     session.execute(
-        update(OutboxMessage)
-        .where(OutboxMessage.id.in_(ids), OutboxMessage.published_at.is_(None))
+        update(OUTBOX)
+        .where(one_of(session, OutboxMessage.id, ids), OUTBOX.c.published_at.is_(None))
         .values(published_at=now)
     )
 
