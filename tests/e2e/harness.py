@@ -277,6 +277,22 @@ class Service:
         for document in documents:
             await self.publisher.send(topic, document["payload"][key_field], document)
 
+    async def forwarded(self, kind: str, count: int, timeout: float = 60.0) -> None:
+        """Wait until the worker has forwarded ``count`` inputs of ``kind`` (e.g.
+        ``match_created``) to its therapist inbox. What is published for a therapist
+        after that is behind them in the therapist's inbox partition, so the
+        therapist agent sees them first, however the input topics were consumed."""
+        inbox = Collector(self.broker.bootstrap, [f"{self.environ['COMM_APP_ID']}-therapist-inbox"])
+        await inbox.start()
+        try:
+            await inbox.wait_for(
+                lambda: sum(1 for m in next(iter(inbox.records.values()), []) if m.get("kind") == kind) >= count,
+                timeout=timeout,
+                what=f"{count} {kind} forwarded to the therapist inbox",
+            )
+        finally:
+            await inbox.stop()
+
     async def therapists(self, *documents: dict[str, Any]) -> None:
         await self.publish(self.topics.therapists, documents, "therapist_id")
 

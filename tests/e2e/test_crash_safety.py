@@ -31,11 +31,16 @@ async def test_sigkill_during_delivery_loses_nothing_and_doubles_nothing(make_se
         requests: dict[int, int] = {}  # request -> therapist
         # The matches first: they wait for their therapist, so each therapist's
         # requests are all there when it becomes known, whenever a batch run falls.
+        # The therapists are published once every match is in the therapist inbox:
+        # the two input topics are consumed side by side, and a therapist known
+        # before its matches arrived would be emailed about part of them (the rest
+        # rightly waiting a week).
         for therapist_id in range(1, THERAPISTS + 1):
             for n in range(1 + therapist_id % 3):
                 request_id = therapist_id * 10 + n
                 requests[request_id] = therapist_id
                 await service.matches(match_created(request_id, therapist_id, f"2026-01-0{n + 1}T10:00:00+01:00"))
+        await service.forwarded("match_created", len(requests))
         for therapist_id in range(1, THERAPISTS + 1):
             await service.therapists(therapist_created(therapist_id))
 
