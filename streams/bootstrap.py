@@ -54,7 +54,8 @@ class Services:
             settings=settings,
             database=Database(settings.database_url.get_secret_value()),
             renderer=Renderer(settings.timezone, settings.template_dir),
-            mailers=smtp_mailers(settings),
+            # With a delivery process the child opens its own connections.
+            mailers=[] if settings.delivery_process else smtp_mailers(settings),
         )
 
 

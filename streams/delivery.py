@@ -138,16 +138,16 @@ class DeliveryService(Service):  # type: ignore[misc]
         self.database_warning = ThrottledWarning(log)
         self.smtp_warning = ThrottledWarning(log)
         self.sent = 0
-        self._delivering = asyncio.Event()  # set while the delivery loop is not running
-        self._delivering.set()
+        self._loop_ended = asyncio.Event()  # set whenever the delivery loop is not running
+        self._loop_ended.set()
 
     @Service.task
     async def _deliver(self) -> None:
-        self._delivering.clear()
+        self._loop_ended.clear()
         try:
             await self._deliver_until_stopped()
         finally:
-            self._delivering.set()
+            self._loop_ended.set()
 
     async def _deliver_until_stopped(self) -> None:
         pause = self.settings.poll_interval.total_seconds()
@@ -355,6 +355,6 @@ class DeliveryService(Service):  # type: ignore[misc]
         could stay unrecorded and be sent again. Bounded by the SMTP timeout (a
         stalled server fails the send by then)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._delivering.wait(), stop_grace(self.settings))
+            await asyncio.wait_for(self._loop_ended.wait(), stop_grace(self.settings))
         for mailer in self.mailers:
             await mailer.close()

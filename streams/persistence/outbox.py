@@ -90,7 +90,7 @@ def unpublished(session: Session, limit: int) -> list[PendingMessage]:
 def mark_published(session: Session, ids: Sequence[int], now: datetime) -> None:
     session.execute(
         update(OUTBOX)
-        .where(one_of(session, OutboxMessage.id, ids), OUTBOX.c.published_at.is_(None))
+        .where(one_of(session, OUTBOX.c.id, ids), OUTBOX.c.published_at.is_(None))
         .values(published_at=now)
     )
 
