@@ -4,7 +4,7 @@ exactly the open requests, follow-up emails, attempts, reminders, commands."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from tests.e2e.harness import Service, plain_text
@@ -127,6 +127,14 @@ async def test_reminder_once_and_late_after_downtime(make_service):
         assert datetime.fromisoformat(reminders[0]["occurred_at"]) > due  # emitted late, at restart, not never
 
 
+def next_tuesday_ten(zone: ZoneInfo) -> datetime:
+    """10:00 local on a Tuesday at least a day ahead: on the slot grid, in the future, and
+    outside hours that are only on Mondays, whatever today's date is."""
+    day = datetime.now(zone).date() + timedelta(days=1)
+    day += timedelta(days=(1 - day.weekday()) % 7)
+    return datetime.combine(day, time(10, 0), tzinfo=zone)
+
+
 def zone_away_from_midnight() -> ZoneInfo:
     """Berlin, or Tokyo when Berlin is near midnight. A daily list covers the day it is
     made on, and a call booked in a day's last minutes falls on the next day, whose
@@ -164,7 +172,7 @@ async def test_cancel_rejections_deletion_and_the_daily_list(make_service):
             ): "cannot be booked",
             await service.command(
                 SCHEDULE,
-                {"therapist_id": 6, "placement_request_ids": [61], "scheduled_at": "2026-11-24T10:00:00+01:00"},
+                {"therapist_id": 6, "placement_request_ids": [61], "scheduled_at": next_tuesday_ten(zone).isoformat()},
             ): "cannot be booked",
             await service.command(SCHEDULE, {"therapist_id": 99, "placement_request_ids": [1]}): "not known",
             await service.command(
