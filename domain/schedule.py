@@ -5,14 +5,20 @@ latest at or before it, and which run comes next after it. Runs are instants
 (aware datetimes); the cron kind is evaluated in local wall-clock time of its
 zone, so ``0 9 * * *`` means 09:00 Berlin time in summer and in winter.
 
-DST: a local time that does not exist (the spring-forward gap) runs at the first
-instant after the gap, as cron daemons do; a local time that exists twice (the
-fall-back hour) runs once, at its first occurrence.
+DST, as cron daemons (Vixie cron and its descendants) handle it:
+
+* a *wildcard* expression, one whose minute or hour field starts with ``*``
+  (``*/30 * * * *``, ``0 * * * *``, ``*/10 2 * * *``), follows the local clock: it runs
+  at every matching local time that actually occurs. In the fall-back hour, which
+  happens twice, it runs in both occurrences (no 90-minute hole in a half-hourly
+  schedule); in the spring-forward gap, which does not happen, it has no runs.
+* a *fixed-time* expression (``30 2 * * *``, ``0 9,17 * * 1-5``, also ``0 0-23 * * *``)
+  runs once a day at each of its times: a time that exists twice runs at its first
+  occurrence; a time that does not exist runs at the first instant after the gap.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Protocol
@@ -59,6 +65,8 @@ class CronSchedule:
     day_of_month_restricted: bool
     day_of_week_restricted: bool
     zone: tzinfo
+    # The minute or hour field starts with ``*``: see the module docstring for DST.
+    wildcard: bool = False
 
     def _day_matches(self, day: date) -> bool:
         if day.month not in self.months:
@@ -70,13 +78,19 @@ class CronSchedule:
             return dom or dow
         return dom and dow
 
-    def _runs_on(self, day: date) -> Iterator[datetime]:
-        """The runs of one local day, ascending, as aware instants."""
+    def _runs_on(self, day: date) -> list[datetime]:
+        """The runs of one local day, ascending, as aware (UTC) instants."""
         if not self._day_matches(day):
-            return
-        for hour in sorted(self.hours):
-            for minute in sorted(self.minutes):
-                yield _resolve_local(datetime.combine(day, time(hour, minute)), self.zone)
+            return []
+        runs: set[datetime] = set()
+        for hour in self.hours:
+            for minute in self.minutes:
+                wall = datetime.combine(day, time(hour, minute))
+                if self.wildcard:
+                    runs.update(_occurrences(wall, self.zone))
+                else:
+                    runs.add(_resolve_local(wall, self.zone))
+        return sorted(runs)
 
     def latest_at_or_before(self, moment: datetime) -> datetime:
         day = moment.astimezone(self.zone).date() + timedelta(days=1)
@@ -97,8 +111,18 @@ class CronSchedule:
         raise ValueError("cron schedule never fires")
 
 
+def _occurrences(wall: datetime, zone: tzinfo) -> set[datetime]:
+    """Every instant whose local time is ``wall``: none in a gap, two in a repeated hour."""
+    first = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
+    second = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
+    if first == second:
+        return {first}  # the usual case: the offset does not change around ``wall``
+    # The folds differ in a repeated hour (both are ``wall``) and in a gap (neither is).
+    return {instant for instant in (first, second) if _local(instant, zone) == wall}
+
+
 def _resolve_local(wall: datetime, zone: tzinfo) -> datetime:
-    """The instant a local wall-clock time denotes (see the module docstring for DST)."""
+    """The one instant a fixed local time runs at (see the module docstring for DST)."""
     first = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
     if _local(first, zone) == wall:
         return first  # exists; for an ambiguous time fold=0 is the first occurrence
@@ -178,6 +202,7 @@ def parse_cron(expression: str, zone: tzinfo) -> CronSchedule:
         day_of_month_restricted=fields[2] != "*",
         day_of_week_restricted=fields[4] != "*",
         zone=zone,
+        wildcard=fields[0].startswith("*") or fields[1].startswith("*"),
     )
     schedule.next_after(_EPOCH)  # refuses expressions that never fire (e.g. 30 February)
     return schedule

@@ -410,42 +410,91 @@ class Demo:
         print("\nSummary")
         print("-------")
         print(f"{'therapist':<28} {'emails':>6}  templates (seconds after start)")
-        problems = []
         for therapist_id, name in sorted(self.names.items()):
             sent = observed.sent.get(therapist_id, [])
             shown = ", ".join(f"{observed.templates.get(e, '?')} ({t:.1f})" for t, e, _ in sent)
             print(f"{name:<28} {len(sent):>6}  {shown}")
-            limited = [datetime.fromisoformat(s) for _, e, s in sent if observed.kinds.get(e) != "confirmation"]
-            for earlier, later in itertools.pairwise(limited):
-                if (later - earlier).total_seconds() < INTERVAL:
-                    problems.append(f"{name}: two contact emails {later - earlier} apart")
         print("\nFollow-up calls (emails still unanswered after the follow-up time):")
         for therapist_id, (when, requests) in sorted(observed.calls.items()):
             print(f"  {self.names[therapist_id]:<28} {when} Berlin time, requests {', '.join(map(str, requests))}")
-        for therapist_id, reason in (
-            (10, "the only request was accepted"),
-            (12, "answered by email"),
-            (6, "no phone hours, so a follow-up email"),
-        ):
+        for therapist_id, reason in NO_CALL:
             print(f"  {self.names[therapist_id]:<28} no call: {reason}")
-            if therapist_id in observed.calls:
-                problems.append(f"{self.names[therapist_id]} got a call although {reason}")
         total = sum(len(v) for v in observed.sent.values())
         emails = sorted((self.output / "emails").glob("*.eml"))
         print(f"\n{total} emails sent ({len(emails)} .eml files in {self.output / 'emails'})")
         print(f"{len(observed.dropped)} request(s) dropped, {len(observed.dead)} message(s) dead-lettered")
-        print(
-            f"weekly rule (here {INTERVAL}s): every pair of contact emails to one therapist is at least "
-            f"{INTERVAL}s apart"
-            if not problems
-            else "weekly rule VIOLATED"
-        )
+        checks = summary_checks(observed, self.names, len(emails))
+        print("\nChecks:")
+        for check in checks:
+            print(f"  {check.line()}")
         print(f"database: {self.output / 'demo.db'}   worker log: {self.output / 'worker.log'}")
-        if len(emails) != total:
-            problems.append(f"{total} emails reported sent but {len(emails)} captured")
+        problems = [problem for check in checks for problem in check.problems]
         for problem in problems:
             print(f"PROBLEM: {problem}", file=sys.stderr)
         return 1 if problems else 0
+
+
+# Therapists who must not get a follow-up call, and why.
+NO_CALL = (
+    (10, "the only request was accepted"),
+    (12, "answered by email"),
+    (6, "no phone hours, so a follow-up email"),
+)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One verdict of the summary: what it checks, what holds when it passes, and
+    what went wrong when it does not."""
+
+    name: str
+    holds: str
+    problems: tuple[str, ...]
+    failure: str = "FAILED"
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+    def line(self) -> str:
+        if self.passed:
+            return f"{self.name}: ok, {self.holds}"
+        return f"{self.name}: {self.failure}: {'; '.join(self.problems)}"
+
+
+def summary_checks(observed: Observed, names: dict[int, str], captured: int) -> list[Check]:
+    """The demo's verdicts on what it observed (``captured``: the .eml files written)."""
+    too_close = []
+    for therapist_id, name in sorted(names.items()):
+        sent = observed.sent.get(therapist_id, [])
+        limited = [datetime.fromisoformat(s) for _, e, s in sent if observed.kinds.get(e) != "confirmation"]
+        for earlier, later in itertools.pairwise(limited):
+            if (later - earlier).total_seconds() < INTERVAL:
+                too_close.append(f"{name}: two contact emails {later - earlier} apart")
+    wrong_calls = [
+        f"{names[therapist_id]} got a call although {reason}"
+        for therapist_id, reason in NO_CALL
+        if therapist_id in observed.calls
+    ]
+    total = sum(len(v) for v in observed.sent.values())
+    return [
+        Check(
+            f"weekly rule (here {INTERVAL}s)",
+            f"every pair of contact emails to one therapist is at least {INTERVAL}s apart",
+            tuple(too_close),
+            failure="VIOLATED",
+        ),
+        Check(
+            "follow-up calls",
+            "no call for an accepted request, an email answer or a therapist without phone hours",
+            tuple(wrong_calls),
+        ),
+        Check(
+            "email capture",
+            f"all {total} emails sent were captured as .eml files",
+            (f"{total} emails reported sent but {captured} captured",) if captured != total else (),
+        ),
+    ]
 
 
 def run_demo(output: str) -> int:

@@ -87,18 +87,22 @@ class Database:
         return await asyncio.to_thread(self.transaction, work, *args)
 
     def migrate(self) -> None:
-        """Create or upgrade the schema; concurrent workers take turns on PostgreSQL."""
+        """Create or upgrade the schema; concurrent workers take turns on PostgreSQL.
+
+        On PostgreSQL the whole upgrade is one transaction holding a transaction-level
+        advisory lock: commit or rollback releases it, so a failed upgrade raises its
+        own error and leaves no lock behind on the pooled connection (a session-level
+        lock would need an unlock, which fails in the aborted transaction). SQLite has
+        no advisory locks; alembic commits each migration there itself.
+        """
         with self.engine.connect() as connection:
             if self.dialect == "postgresql":
-                connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK})
-            try:
-                config = alembic_config(connection)
-                command.upgrade(config, "head")
+                with connection.begin():  # alembic runs inside it (an external transaction)
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+                    command.upgrade(alembic_config(connection), "head")
+            else:
+                command.upgrade(alembic_config(connection), "head")
                 connection.commit()
-            finally:
-                if self.dialect == "postgresql":
-                    connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK})
-                    connection.commit()
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -53,6 +53,135 @@ def test_ambiguous_local_time_runs_once_at_first_occurrence():
     assert at_0230.next_after(first) == local(2026, 10, 26, 2, 30)  # not 02:30 CET that day
 
 
+def utc(*args):
+    return datetime(*args, tzinfo=UTC)
+
+
+# Berlin, 2026: on 29 March 02:00-03:00 local does not exist (01:00 UTC jumps from
+# 02:00 CET to 03:00 CEST); on 25 October 02:00-03:00 local happens twice (01:00 UTC
+# goes back from 03:00 CEST to 02:00 CET). Like cron daemons, an expression with a
+# wildcard minute or hour field (``*``, ``*/n``) runs at every matching local time
+# that occurs, so in both hours of October and in neither of March; a fixed time
+# runs once that day: at its first occurrence, or at the end of the gap.
+@pytest.mark.parametrize(
+    ("expression", "start", "end", "runs"),
+    [
+        pytest.param(
+            "*/30 * * * *",
+            utc(2026, 10, 24, 23, 0),  # 01:00 CEST
+            utc(2026, 10, 25, 2, 30),  # 03:30 CET
+            [
+                utc(2026, 10, 24, 23, 30),  # 01:30 CEST
+                utc(2026, 10, 25, 0, 0),  # 02:00 CEST
+                utc(2026, 10, 25, 0, 30),  # 02:30 CEST
+                utc(2026, 10, 25, 1, 0),  # 02:00 CET, the repeated hour
+                utc(2026, 10, 25, 1, 30),  # 02:30 CET
+                utc(2026, 10, 25, 2, 0),  # 03:00 CET
+                utc(2026, 10, 25, 2, 30),  # 03:30 CET
+            ],
+            id="autumn-wildcard-hour-runs-in-both-occurrences",
+        ),
+        pytest.param(
+            "0 * * * *",
+            utc(2026, 10, 24, 22, 0),  # 00:00 CEST
+            utc(2026, 10, 25, 3, 0),  # 04:00 CET
+            [
+                utc(2026, 10, 24, 23, 0),
+                utc(2026, 10, 25, 0, 0),
+                utc(2026, 10, 25, 1, 0),
+                utc(2026, 10, 25, 2, 0),
+                utc(2026, 10, 25, 3, 0),
+            ],
+            id="autumn-hourly-runs-every-hour",
+        ),
+        pytest.param(
+            "*/30 2 * * *",
+            utc(2026, 10, 24, 12, 0),
+            utc(2026, 10, 26, 12, 0),
+            [
+                utc(2026, 10, 25, 0, 0),
+                utc(2026, 10, 25, 0, 30),
+                utc(2026, 10, 25, 1, 0),
+                utc(2026, 10, 25, 1, 30),
+                utc(2026, 10, 26, 1, 0),
+                utc(2026, 10, 26, 1, 30),
+            ],
+            id="autumn-wildcard-minute-runs-in-both-occurrences",
+        ),
+        pytest.param(
+            "30 2 * * *",
+            utc(2026, 10, 24, 12, 0),
+            utc(2026, 10, 26, 12, 0),
+            [utc(2026, 10, 25, 0, 30), utc(2026, 10, 26, 1, 30)],  # 02:30 CEST only, then 02:30 CET next day
+            id="autumn-fixed-time-runs-once-at-first-occurrence",
+        ),
+        pytest.param(
+            "0 0-23 * * *",
+            utc(2026, 10, 24, 23, 30),
+            utc(2026, 10, 25, 2, 0),
+            [utc(2026, 10, 25, 0, 0), utc(2026, 10, 25, 2, 0)],  # a listed hour is a fixed time
+            id="autumn-listed-hours-are-fixed-times",
+        ),
+        pytest.param(
+            "*/30 * * * *",
+            utc(2026, 3, 28, 23, 30),  # 00:30 CET
+            utc(2026, 3, 29, 2, 0),  # 04:00 CEST
+            [
+                utc(2026, 3, 29, 0, 0),  # 01:00 CET
+                utc(2026, 3, 29, 0, 30),  # 01:30 CET
+                utc(2026, 3, 29, 1, 0),  # 03:00 CEST: nothing in the missing hour
+                utc(2026, 3, 29, 1, 30),  # 03:30 CEST
+                utc(2026, 3, 29, 2, 0),  # 04:00 CEST
+            ],
+            id="spring-wildcard-hour-has-no-runs-in-the-missing-hour",
+        ),
+        pytest.param(
+            "15 * * * *",
+            utc(2026, 3, 28, 23, 30),
+            utc(2026, 3, 29, 2, 0),
+            [utc(2026, 3, 29, 0, 15), utc(2026, 3, 29, 1, 15)],  # 01:15 CET, 03:15 CEST; no 02:15
+            id="spring-wildcard-hour-skips-the-missing-time",
+        ),
+        pytest.param(
+            "30 2 * * *",
+            utc(2026, 3, 28, 12, 0),
+            utc(2026, 3, 30, 12, 0),
+            [utc(2026, 3, 29, 1, 0), utc(2026, 3, 30, 0, 30)],  # 03:00 CEST (end of the gap), then 02:30 CEST
+            id="spring-fixed-time-runs-once-at-the-end-of-the-gap",
+        ),
+        pytest.param(
+            "0 9 * * *",
+            utc(2026, 10, 24, 12, 0),
+            utc(2026, 10, 26, 12, 0),
+            [utc(2026, 10, 25, 8, 0), utc(2026, 10, 26, 8, 0)],
+            id="autumn-fixed-time-outside-the-change",
+        ),
+    ],
+)
+def test_runs_around_dst_changes(expression, start, end, runs):
+    plan = parse_cron(expression, BERLIN)
+    # next_after walks forward through exactly these runs ...
+    forward, moment = [], start
+    while (moment := plan.next_after(moment)) <= end:
+        forward.append(moment)
+    assert forward == runs
+    # ... latest_at_or_before walks back through the same ones ...
+    backward, moment = [], end
+    while (moment := plan.latest_at_or_before(moment)) > start:
+        backward.append(moment)
+        moment -= timedelta(seconds=1)
+    assert backward == runs[::-1]
+    # ... and a scheduler ticking every minute (as due_run is used) makes each one
+    # due exactly once, at its instant.
+    due, last, tick = [], plan.latest_at_or_before(start), start
+    while tick <= end:
+        if (run := due_run(plan, last, tick)) is not None:
+            due.append((tick, run))
+            last = run
+        tick += timedelta(minutes=1)
+    assert due == [(run, run) for run in runs]
+
+
 @pytest.mark.parametrize(
     ("expression", "now", "expected"),
     [
