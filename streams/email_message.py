@@ -5,6 +5,11 @@ Written straight to bytes: the headers are folded by the same compat32 policy th
 with utf-8 writes them), so the message is byte for byte what
 ``MIMEMultipart(...).as_bytes()`` gives (a test holds the two side by side), at
 a tenth of its cost or less. It is built at every send, and sent as-is.
+
+Addresses go as ``streams.addresses`` writes them, the domain in its IDNA form, in
+the envelope and in From and To. An address with a non-ASCII local part is written
+in UTF-8 (RFC 6532, the display name still RFC 2047); such a message is sent only
+with SMTPUTF8 (``RawMessage.smtputf8``). Every other message is plain ASCII.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from email.header import Header
 from email.policy import compat32
 from email.utils import format_datetime, formataddr
 from typing import Any
+
+from streams.addresses import AddressError, ascii_domain, needs_smtputf8, smtp_address
 
 # Header values never carry a line break (no header injection).
 from streams.rendering import one_line
@@ -46,21 +53,48 @@ class OutgoingEmail:
 
 @dataclass(frozen=True)
 class RawMessage:
-    """What goes over SMTP: the envelope and the message bytes."""
+    """What goes over SMTP: the envelope (domains in IDNA form) and the message bytes."""
 
     sender: str
     recipients: tuple[str, ...]
     data: bytes
 
+    @property
+    def smtputf8(self) -> bool:
+        """An address has a non-ASCII local part: the message needs SMTPUTF8."""
+        return needs_smtputf8(self.sender) or any(needs_smtputf8(r) for r in self.recipients)
+
 
 def message_id_for(email_key: str, sender_email: str) -> str:
-    """Derived from the email's stable key: a re-send carries the same Message-ID."""
-    domain = sender_email.rpartition("@")[2] or "communication-service.invalid"
-    return f"<{email_key}@{domain}>"
+    """Derived from the email's stable key: a re-send carries the same Message-ID.
+    Its domain is the sender's, in IDNA form."""
+    try:
+        domain = ascii_domain(sender_email.rpartition("@")[2])
+    except AddressError:
+        domain = ""  # the sender address then fails the send; the email can still be stored
+    return f"<{email_key}@{domain or 'communication-service.invalid'}>"
 
 
-def _address(name: str, email: str) -> str:
-    return formataddr((one_line(name), email), charset="utf-8")
+def _envelope_address(address: str, *, recipient: bool) -> str:
+    try:
+        return smtp_address(address)
+    except AddressError as exc:
+        whose = "recipient" if recipient else "sender"
+        raise AddressError(f"the {whose} address cannot be sent: {exc}", recipient=recipient) from exc
+
+
+def _address_header(name: str, display_name: str, address: str) -> bytes:
+    """``From``/``To``: the display name RFC 2047 encoded when not ASCII, the address
+    as given (ASCII, or UTF-8 for an SMTPUTF8 message)."""
+    display_name = one_line(display_name)
+    if address.isascii():
+        return _header(name, formataddr((display_name, address), charset="utf-8"))
+    if not display_name:
+        return f"{name}: {address}\r\n".encode()
+    # Folded with "<@>" holding the address's place (one word: no fold inside it),
+    # which formataddr writes last; the UTF-8 address then takes it.
+    head, _, tail = _header(name, formataddr((display_name, "@"), charset="utf-8")).rpartition(b"<@>")
+    return head + b"<" + address.encode("utf-8") + b">" + tail
 
 
 def _header(name: str, value: str) -> bytes:
@@ -79,11 +113,12 @@ def _folded(name: str, value: str) -> bytes:
 
 
 def build_message(email: OutgoingEmail, sent_at: datetime) -> RawMessage:
+    """Raises ``AddressError`` for an address that cannot be sent (a domain without
+    IDNA form), ``recipient`` telling whose."""
+    sender = _envelope_address(email.sender_email, recipient=False)
+    recipient = _envelope_address(email.recipient_email, recipient=True)
     boundary = _boundary()
     headers = [
-        ("MIME-Version", "1.0"),
-        ("From", _address(email.sender_name, email.sender_email)),
-        ("To", _address(email.recipient_name, email.recipient_email)),
         ("Subject", one_line(email.subject)),
         ("Message-ID", one_line(email.message_id)),
         ("Date", format_datetime(sent_at)),
@@ -94,6 +129,9 @@ def build_message(email: OutgoingEmail, sent_at: datetime) -> RawMessage:
         [
             # Too long for one line: folded, as compat32 folds it, before the ";".
             f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n'.encode("ascii"),
+            b"MIME-Version: 1.0\r\n",
+            _address_header("From", email.sender_name, sender),
+            _address_header("To", email.recipient_name, recipient),
             *(_header(name, value) for name, value in headers),
             b"\r\n",
             delimiter,
@@ -108,7 +146,7 @@ def build_message(email: OutgoingEmail, sent_at: datetime) -> RawMessage:
             b"--\r\n",
         ]
     )
-    return RawMessage(email.sender_email, (email.recipient_email,), data)
+    return RawMessage(sender, (recipient,), data)
 
 
 def _boundary() -> str:

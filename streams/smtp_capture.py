@@ -9,7 +9,7 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from email import message_from_bytes, policy
+from email import message_from_bytes, message_from_string, policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,17 @@ class Received:
 
     @property
     def message(self) -> EmailMessage:
-        parsed = message_from_bytes(self.raw, policy=policy.default)
+        # An SMTPUTF8 message has UTF-8 headers (RFC 6532); the email package reads
+        # those only from text (from bytes, a non-ASCII local part turns into
+        # surrogates). Bodies stay intact as long as they are not 8bit (ours are base64).
+        headers = self.raw.partition(b"\r\n\r\n")[0]
+        if headers.isascii():
+            parsed = message_from_bytes(self.raw, policy=policy.default)
+        else:
+            try:
+                parsed = message_from_string(self.raw.decode("utf-8"), policy=policy.default)
+            except UnicodeDecodeError:
+                parsed = message_from_bytes(self.raw, policy=policy.default)
         assert isinstance(parsed, EmailMessage)
         return parsed
 
@@ -128,16 +138,22 @@ class _Controller(Controller):
 
 
 class SmtpCapture:
+    """``smtputf8``: offer SMTPUTF8 (RFC 6531) and take UTF-8 addresses; off by
+    default, as aiosmtpd has it. ``controller``: more options for aiosmtpd's
+    ``Controller`` and its ``SMTP`` server (``ssl_context``, ``require_starttls``...)."""
+
     def __init__(
         self,
         output_dir: Path | None = None,
         port: int | None = None,
         handler: CaptureHandler | None = None,
+        *,
+        smtputf8: bool = False,
         **controller: Any,
     ) -> None:
         self.handler = handler or CaptureHandler(output_dir)
         self.port = port or free_port()
-        self.controller_options = controller
+        self.controller_options = {"enable_SMTPUTF8": smtputf8, **controller}
         self.controller = self._new_controller()
         self.running = False
 

@@ -1,32 +1,42 @@
-"""The hand-written message builder against the email package's own MIME classes."""
+"""The hand-written message builder against the email package's own MIME classes;
+addresses as SMTP carries them (issue 12)."""
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta, timezone
-from email import message_from_bytes, policy
+from email import message_from_bytes, message_from_string, policy
 from email.header import Header
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.policy import compat32
 from email.utils import format_datetime, formataddr
 
+import idna
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.email_message import OutgoingEmail, _header, build_message
+from streams.addresses import AddressError, ascii_domain, needs_smtputf8, smtp_address
+from streams.email_message import OutgoingEmail, _header, build_message, message_id_for
+from streams.mailer import classify
 from streams.rendering import one_line
 
 SMTP_COMPAT = compat32.clone(linesep="\r\n")
 BOUNDARY = re.compile(rb"={15}\d{19}==")
 
 
+def idna_form(address: str) -> str:
+    local, _, domain = address.rpartition("@")
+    return address if domain.isascii() else f"{local}@{idna.encode(domain, uts46=True).decode()}"
+
+
 def reference(email: OutgoingEmail, sent_at: datetime) -> bytes:
     """The message as MIMEMultipart/MIMEText write it (the builder before it was
-    written out by hand)."""
+    written out by hand), with the addresses' domains in their IDNA form."""
     message = MIMEMultipart("alternative")
-    message["From"] = formataddr((one_line(email.sender_name), email.sender_email), charset="utf-8")
-    message["To"] = formataddr((one_line(email.recipient_name), email.recipient_email), charset="utf-8")
+    message["From"] = formataddr((one_line(email.sender_name), idna_form(email.sender_email)), charset="utf-8")
+    message["To"] = formataddr((one_line(email.recipient_name), idna_form(email.recipient_email)), charset="utf-8")
     subject = one_line(email.subject)
     message["Subject"] = subject if subject.isascii() else Header(subject, "utf-8")  # type: ignore[assignment]
     message["Message-ID"] = one_line(email.message_id)
@@ -58,15 +68,23 @@ bodies = st.one_of(words, st.text(max_size=3000), st.sampled_from(["", "\n", "ä
     body_html=bodies,
     minutes=st.integers(min_value=0, max_value=10**6),
     offset=st.sampled_from([0, 60, 120, -300]),
+    recipient_domain=st.sampled_from(["praxis.example", "Praxis.Example", "müller.de", "ÄRZTE-straße.example"]),
 )
 def test_the_message_is_byte_for_byte_what_the_mime_classes_write(
-    sender_name: str, recipient_name: str, subject: str, body_text: str, body_html: str, minutes: int, offset: int
+    sender_name: str,
+    recipient_name: str,
+    subject: str,
+    body_text: str,
+    body_html: str,
+    minutes: int,
+    offset: int,
+    recipient_domain: str,
 ) -> None:
     email = OutgoingEmail(
         "<key-1@therapieplatz.example>",
         "vermittlung@therapieplatz.example",
         sender_name,
-        "t1@praxis.example",
+        f"t1@{recipient_domain}",
         recipient_name,
         subject,
         body_text,
@@ -104,3 +122,136 @@ def test_the_parts_read_back_as_written() -> None:
 )
 def test_a_header_is_folded_as_the_policy_folds_it(name: str, value: str) -> None:
     assert _header(name, value) == SMTP_COMPAT.fold_binary(name, value)
+
+
+# -- addresses as SMTP carries them (issue 12) ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "sent_as"),
+    [
+        ("praxis@müller.de", "praxis@xn--mller-kva.de"),
+        ("praxis@MÜLLER.de", "praxis@xn--mller-kva.de"),  # UTS 46 maps to lower case
+        ("praxis@\uff4düller.de", "praxis@xn--mller-kva.de"),  # ... and full-width letters to ASCII
+        ("info@straße.de", "info@xn--strae-oqa.de"),  # IDNA 2008 keeps the ß (2003 made it "ss")
+        ("info@praxis.bücher.example", "info@praxis.xn--bcher-kva.example"),
+        ("info@тест.рф", "info@xn--e1aybc.xn--p1ai"),
+        ("praxis@xn--mller-kva.de", "praxis@xn--mller-kva.de"),
+        ("Eva.Mueller@Praxis.Example", "Eva.Mueller@Praxis.Example"),  # ASCII: untouched
+        ("müller@praxis.de", "müller@praxis.de"),  # the local part has no ASCII form
+        ("jürgen@müller.de", "jürgen@xn--mller-kva.de"),
+        ('"a@b"@müller.de', '"a@b"@xn--mller-kva.de'),  # the domain follows the last "@"
+    ],
+)
+def test_the_domain_is_sent_in_its_idna_form(address: str, sent_as: str) -> None:
+    assert smtp_address(address) == sent_as
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "x@☃.de",  # a symbol, not a letter
+        "x@-müller.de",  # a label cannot start with a hyphen
+        "x@mü" + "l" * 70 + ".de",  # a label longer than 63 characters
+        "x@müller..de",  # an empty label
+        "no-at-sign.de",
+        "x@",
+        "@müller.de",
+    ],
+)
+def test_an_address_without_an_idna_form_is_refused(address: str) -> None:
+    with pytest.raises(AddressError) as refused:
+        smtp_address(address)
+    assert address not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("domain", "expected"),
+    [("müller.de", "xn--mller-kva.de"), ("praxis.example", "praxis.example"), ("B_C.example", "B_C.example")],
+)
+def test_ascii_domains_pass_as_they_are(domain: str, expected: str) -> None:
+    assert ascii_domain(domain) == expected
+
+
+@pytest.mark.parametrize(
+    ("address", "needed"),
+    [("praxis@xn--mller-kva.de", False), ("eva@praxis.example", False), ("müller@praxis.de", True)],
+)
+def test_only_a_non_ascii_local_part_needs_smtputf8(address: str, needed: bool) -> None:
+    assert needs_smtputf8(smtp_address(address)) is needed
+
+
+def international(**changes: str) -> OutgoingEmail:
+    values = {
+        "message_id": message_id_for("key-3", "vermittlung@therapieplatz.example"),
+        "sender_email": "vermittlung@therapieplatz.example",
+        "sender_name": "Therapieplatz-Vermittlung",
+        "recipient_email": "praxis@müller.de",
+        "recipient_name": "Dr. Eva Müller",
+        "subject": "Anfrage",
+        "body_text": "Guten Tag",
+        "body_html": "<p>Guten Tag</p>",
+        **changes,
+    }
+    return OutgoingEmail(**values)
+
+
+SENT_AT = datetime(2026, 11, 23, 8, tzinfo=UTC)
+
+
+def test_an_umlaut_domain_goes_in_idna_form_in_envelope_and_headers() -> None:
+    sender = "vermittlung@thérapie.example"
+    email = international(sender_email=sender, message_id=message_id_for("key-3", sender))
+    raw = build_message(email, SENT_AT)
+    assert (raw.sender, raw.recipients) == ("vermittlung@xn--thrapie-cya.example", ("praxis@xn--mller-kva.de",))
+    assert not raw.smtputf8 and raw.data.isascii()
+    parsed = message_from_bytes(raw.data, policy=policy.default)
+    [to] = parsed["To"].addresses
+    assert (to.display_name, to.addr_spec) == ("Dr. Eva Müller", "praxis@xn--mller-kva.de")
+    assert parsed["From"].addresses[0].addr_spec == "vermittlung@xn--thrapie-cya.example"
+    assert parsed["Message-ID"] == "<key-3@xn--thrapie-cya.example>"
+
+
+@pytest.mark.parametrize("name", ["Dr. Jürgen Groß", "Eva", "", "Dr. Eva Müller-Lüdenscheidt, " * 8, 'a<@>b "c"'])
+def test_a_non_ascii_local_part_is_written_in_utf8_for_smtputf8(name: str) -> None:
+    raw = build_message(international(recipient_email="jürgen@müller.de", recipient_name=name), SENT_AT)
+    assert raw.smtputf8 and raw.recipients == ("jürgen@xn--mller-kva.de",)
+    head = raw.data.partition(b"\r\n\r\n")[0]
+    assert b"j\xc3\xbcrgen@xn--mller-kva.de>" in head or b"To: j\xc3\xbcrgen@xn--mller-kva.de\r\n" in head
+    assert all(len(line) <= 998 for line in head.split(b"\r\n"))
+    # RFC 6532: the headers are UTF-8 text, which the email package reads as text
+    parsed = message_from_string(raw.data.decode("utf-8"), policy=policy.default)
+    [to] = parsed["To"].addresses
+    assert (to.display_name, to.addr_spec) == (one_line(name).strip(), "jürgen@xn--mller-kva.de")
+    assert parsed["Subject"] == "Anfrage" and parsed["From"].addresses[0].addr_spec == raw.sender
+
+
+def test_a_recipient_domain_without_idna_form_fails_the_build_for_good() -> None:
+    with pytest.raises(AddressError) as failure:
+        build_message(international(recipient_email="x@☃.de"), SENT_AT)
+    assert failure.value.recipient
+    error = classify(failure.value)
+    assert (error.temporary, error.recipient) == (False, True)
+    assert "recipient address" in str(error) and "IDNA" in str(error)
+
+
+def test_a_sender_domain_without_idna_form_fails_for_good_but_is_not_the_recipients_fault() -> None:
+    with pytest.raises(AddressError) as failure:
+        build_message(international(sender_email="vermittlung@☃.example"), SENT_AT)
+    error = classify(failure.value)
+    assert (error.temporary, error.recipient) == (False, False)
+    assert "sender address" in str(error)
+    # its Message-ID falls back to a domain of its own: the email can still be stored
+    assert message_id_for("key-4", "vermittlung@☃.example") == "<key-4@communication-service.invalid>"
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        UnicodeEncodeError("ascii", "müller", 1, 2, "ordinal not in range(128)"),
+        idna.IDNAError("Codepoint not allowed"),
+        ValueError("Address contains prohibited characters"),  # as aiosmtplib refuses one
+    ],
+)
+def test_an_exception_from_building_a_message_is_never_temporary(exc: Exception) -> None:
+    assert classify(exc).temporary is False
