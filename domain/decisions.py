@@ -89,4 +89,61 @@ class SyncDirectory:
     deleted: bool
 
 
-Decision = SendEmail | DropRequest | SettleEmailedRequest | SendManualEmail | RejectCommand | SyncDirectory
+@dataclass(frozen=True)
+class KeepRequestDetails:
+    """A new request is waiting: downstream keeps its patient details (the table
+    holds only ids and times, so a therapist's state stays small however many wait)."""
+
+    request: PlacementRequest
+
+
+@dataclass(frozen=True)
+class ForgetRequestDetails:
+    """A waiting request left without being emailed: its details are no longer needed."""
+
+    placement_request_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SuppressAddress:
+    """The therapist's address cannot be reached (a permanent recipient failure):
+    no email goes to it until the address changes or staff lift the suppression."""
+
+    address: str
+    reason: str
+    email_id: int | None
+    email_key: str
+
+
+@dataclass(frozen=True)
+class LiftSuppression:
+    address: str
+    reason: str
+    causation_id: str
+    comment: str | None = None
+
+
+@dataclass(frozen=True)
+class BookCall:
+    """Reach the therapist by phone about these requests instead of by email (their
+    address is suppressed): downstream books the next free slot."""
+
+    call_key: str
+    requests: tuple[PlacementRequest, ...]
+    reason: str
+    decided_at: datetime
+
+
+Decision = (
+    SendEmail
+    | DropRequest
+    | SettleEmailedRequest
+    | SendManualEmail
+    | RejectCommand
+    | SyncDirectory
+    | KeepRequestDetails
+    | ForgetRequestDetails
+    | SuppressAddress
+    | LiftSuppression
+    | BookCall
+)

@@ -26,12 +26,16 @@ from domain.decisions import (
     CONTACT_REQUEST,
     FOLLOW_UP,
     MANUAL,
+    BookCall,
     Decision,
     DropRequest,
+    KeepRequestDetails,
+    LiftSuppression,
     RejectCommand,
     SendEmail,
     SendManualEmail,
     SettleEmailedRequest,
+    SuppressAddress,
     SyncDirectory,
 )
 from domain.placement import ACCEPTED, CLOSING_STATUSES, PlacementRequest
@@ -43,12 +47,44 @@ DROPPED = "dropped"
 CONFIRMED = "confirmed"
 CLOSED = "closed"  # closed by the matching service after it was emailed
 REFUSED = "refused"  # dropped because the therapist could not be contacted; may come again
+CALLED = "called"  # handed to a phone call because the therapist's address is suppressed
 
 CREATE_EMAIL = "communication.create_email"
+LIFT_EMAIL_SUPPRESSION = "communication.lift_email_suppression"
 
 # Reasons given with ``placement_dropped``.
 THERAPIST_DELETED = "therapist_deleted"
 CONTACT_BLOCKED = "contact_blocked"
+
+# Why a suppression ended (``email_suppression_lifted``), and why a call is booked.
+ADDRESS_CHANGED = "address_changed"
+LIFTED_BY_STAFF = "lifted_by_staff"
+UNDELIVERABLE = "undeliverable"
+
+
+def same_address(a: str, b: str) -> bool:
+    # The domain part is case-insensitive; local parts are in practice too.
+    return a.strip().casefold() == b.strip().casefold()
+
+
+@dataclass(frozen=True)
+class Undeliverable:
+    """Delivery's report that an email failed for good because its recipient's
+    address cannot be reached (domain.recipient_failure)."""
+
+    address: str
+    reason: str
+    email_id: int | None
+
+
+@dataclass(frozen=True)
+class Suppression:
+    """No email goes to ``address`` while this holds."""
+
+    address: str
+    reason: str
+    email_id: int | None
+    since: datetime
 
 
 @dataclass
@@ -79,8 +115,10 @@ class TherapistState:
     settled: dict[int, tuple[str, datetime]] = field(default_factory=dict)
     # event_id -> when first seen.
     seen_events: dict[str, datetime] = field(default_factory=dict)
-    # Acceptances that arrived before the therapist did; confirmed once it arrives.
+    # Acceptances that arrived before the therapist did, or while the address is
+    # suppressed; confirmed once the therapist (or a reachable address) arrives.
     awaiting_confirmation: dict[int, PlacementRequest] = field(default_factory=dict)
+    suppression: Suppression | None = None
 
     def copy(self) -> TherapistState:
         """An independent copy to apply an event to, so the stored value only
@@ -96,6 +134,7 @@ class TherapistState:
             settled=dict(self.settled),
             seen_events=dict(self.seen_events),
             awaiting_confirmation=dict(self.awaiting_confirmation),
+            suppression=self.suppression,
         )
 
     def memory_size(self) -> int:
@@ -120,11 +159,12 @@ class TherapistState:
             previous = self.profile.availability if self.profile is not None else {}
             profile = replace(profile, availability=previous)
         self.profile = profile
-        self.profile_as_of = occurred_at
+        self.profile_as_of = self._as_of(occurred_at, now)
         self.deleted = False
         decisions: list[Decision] = [SyncDirectory(profile, deleted=False)]
-        decisions.extend(self._confirmation(r, now) for r in self.awaiting_confirmation.values())
-        self.awaiting_confirmation.clear()
+        if self.suppression is not None and not same_address(profile.email, self.suppression.address):
+            decisions.append(self._lift(ADDRESS_CHANGED, event_id))
+        decisions.extend(self._release_confirmations(now))
         if profile.contact_blocked:
             decisions.extend(self._drop_all_pending(CONTACT_BLOCKED, now))
         return decisions
@@ -133,7 +173,7 @@ class TherapistState:
         if self._replayed(event_id, now) or self._stale(occurred_at):
             return []
         self.deleted = True
-        self.profile_as_of = occurred_at
+        self.profile_as_of = self._as_of(occurred_at, now)
         return [SyncDirectory(None, deleted=True), *self._drop_all_pending(THERAPIST_DELETED, now)]
 
     # -- placement requests --------------------------------------------------
@@ -151,8 +191,9 @@ class TherapistState:
         if refusal is not None:
             self.settled[request_id] = (REFUSED, now)
             return [DropRequest(request_id, request.patient_id, refusal)]
-        self.pending[request_id] = request
-        return []
+        # The table keeps ids and times only; the patient's details are kept downstream.
+        self.pending[request_id] = replace(request, patient={})
+        return [KeepRequestDetails(request)] if request.patient else []
 
     def match_status_changed(
         self, event_id: str, request_id: int, patient_id: int, new_status: str, now: datetime
@@ -165,8 +206,8 @@ class TherapistState:
                 del self.pending[request_id]
                 self.settled[request_id] = (DROPPED, now)
                 return [DropRequest(request_id, patient_id, new_status)]
-            if settled in (EMAILED, CONFIRMED, CLOSED):
-                if settled == EMAILED:
+            if settled in (EMAILED, CONFIRMED, CLOSED, CALLED):
+                if settled in (EMAILED, CALLED):
                     self.settled[request_id] = (CLOSED, now)
                 return [SettleEmailedRequest(request_id, patient_id, new_status)]
             if settled is None:
@@ -185,7 +226,7 @@ class TherapistState:
                 new_status,
             )
             return []
-        if settled in (EMAILED, CONFIRMED, CLOSED):
+        if settled in (EMAILED, CONFIRMED, CLOSED, CALLED):
             return [SettleEmailedRequest(request_id, patient_id, new_status)]
         return []
 
@@ -198,17 +239,25 @@ class TherapistState:
         request = self.pending.pop(request_id, None)
         if request is not None:
             decisions.append(DropRequest(request_id, patient_id, ACCEPTED))
-        elif settled == EMAILED:
+        elif settled in (EMAILED, CALLED):
             decisions.append(SettleEmailedRequest(request_id, patient_id, ACCEPTED))
         self.settled[request_id] = (CONFIRMED, now)
-        # Without patient details here, downstream fills them in from the email
-        # the request went out in.
+        # Without patient details here, downstream fills them in (from the details
+        # it keeps for waiting requests, or from the email the request went out in).
         confirmed = request or PlacementRequest(request_id, patient_id, now)
-        if self.profile is None:
+        if self.profile is None or self.suppression is not None:
             self.awaiting_confirmation[request_id] = confirmed
         else:
             decisions.append(self._confirmation(confirmed, now))
         return decisions
+
+    def _release_confirmations(self, now: datetime) -> list[Decision]:
+        """Confirmations held back (therapist unknown, address suppressed) go out now."""
+        if self.profile is None or self.suppression is not None:
+            return []
+        released: list[Decision] = [self._confirmation(r, now) for r in self.awaiting_confirmation.values()]
+        self.awaiting_confirmation.clear()
+        return released
 
     def _confirmation(self, request: PlacementRequest, now: datetime) -> SendEmail:
         assert self.profile is not None
@@ -246,6 +295,12 @@ class TherapistState:
         return [SendManualEmail(key, command_id, self.profile, content, waiting, queue, limited, now)]
 
     def _command_refusal(self, has_recipient: bool) -> str | None:
+        if self.suppression is not None and not has_recipient:
+            return (
+                f"email to therapist {self.therapist_id} is suppressed: their address could not be reached "
+                "(a permanent recipient failure); send therapist.updated with a new address, "
+                "communication.lift_email_suppression, or give recipient_email"
+            )
         if self.deleted:
             return f"therapist {self.therapist_id} was deleted: no further contact"
         if self.profile is not None and self.profile.contact_blocked:
@@ -265,7 +320,9 @@ class TherapistState:
         a follow-up email, which counts toward (and waits for) the weekly limit."""
         if self._replayed(email_key, now) or self.profile is None or self._refusal_reason() is not None:
             return []
-        if not requests:
+        if not requests or self.suppression is not None:
+            # Suppressed: only a therapist without phone hours gets a follow-up email,
+            # and their address cannot be reached; the requests stay with the email.
             return []
         self.in_flight[email_key] = InFlightEmail(
             email_key, FOLLOW_UP, tuple(r.placement_request_id for r in requests), now, limited=True
@@ -279,7 +336,7 @@ class TherapistState:
         """At a batch run: one email with every waiting request, if the limit allows."""
         if not self.pending or self.profile is None or self._refusal_reason() is not None:
             return None
-        if not self.may_contact(run_at, interval):
+        if self.suppression is not None or not self.may_contact(run_at, interval):
             return None
         requests = batching.batch_requests(self.pending.values())
         key = batching.contact_email_key(self.therapist_id, run_at)
@@ -299,6 +356,20 @@ class TherapistState:
         )
         return decision
 
+    def plan_phone_call(self, call_key: str, now: datetime) -> BookCall | None:
+        """The address is suppressed and the therapist has phone hours: the waiting
+        requests go to a phone call instead of waiting for an email that cannot
+        arrive. ``call_key`` is stable for the decision, so a replay books nothing new."""
+        if self.suppression is None or not self.pending or self.profile is None:
+            return None
+        if not self.profile.availability or self._refusal_reason() is not None:
+            return None
+        requests = batching.batch_requests(self.pending.values())
+        for request in requests:
+            self.settled[request.placement_request_id] = (CALLED, now)
+        self.pending.clear()
+        return BookCall(call_key, requests, UNDELIVERABLE, now)
+
     def may_contact(self, now: datetime, interval: timedelta) -> bool:
         """No limited email in flight and none sent within the window."""
         if any(email.limited for email in self.in_flight.values()):
@@ -314,18 +385,68 @@ class TherapistState:
                 contact_limit.sliding_window([*self.contact_sent_at, sent_at], sent_at, interval)
             )
 
-    def email_failed(self, email_key: str, returned: tuple[PlacementRequest, ...] = ()) -> None:
+    def email_failed(
+        self,
+        email_key: str,
+        returned: tuple[PlacementRequest, ...] = (),
+        undeliverable: Undeliverable | None = None,
+        now: datetime | None = None,
+    ) -> list[Decision]:
         """Failed for good: it no longer holds the window (it was never delivered),
         and the requests it carried (``returned``) wait for the next email, unless
-        they were closed or confirmed meanwhile or the therapist is out of reach."""
+        they were closed or confirmed meanwhile or the therapist is out of reach.
+
+        ``undeliverable``: the address itself cannot be reached. If it is still the
+        therapist's address, email to it is suppressed (once: the report of a second
+        email to the same address changes nothing), and with phone hours the waiting
+        requests go to a call at once."""
         self.in_flight.pop(email_key, None)
         if self._refusal_reason() is not None:
-            return
+            return []
         for request in returned:
             request_id = request.placement_request_id
             if self.settled.get(request_id, (None,))[0] == EMAILED:
                 del self.settled[request_id]
-                self.pending[request_id] = request
+                self.pending[request_id] = replace(request, patient={})
+        if undeliverable is None or self.profile is None or self.suppression is not None:
+            return []
+        if not same_address(self.profile.email, undeliverable.address):
+            return []  # the address changed meanwhile: the next email goes to the new one
+        when = now or datetime.now(UTC)
+        self.suppression = Suppression(undeliverable.address, undeliverable.reason, undeliverable.email_id, when)
+        decisions: list[Decision] = [
+            SuppressAddress(undeliverable.address, undeliverable.reason, undeliverable.email_id, email_key)
+        ]
+        call = self.plan_phone_call(batching.derived_key("undeliverable_call", email_key), when)
+        if call is not None:
+            decisions.append(call)
+        return decisions
+
+    def call_not_booked(self, requests: tuple[PlacementRequest, ...]) -> None:
+        """No slot was free for the call: the requests wait for the next batch run."""
+        for request in requests:
+            request_id = request.placement_request_id
+            if self.settled.get(request_id, (None,))[0] == CALLED:
+                del self.settled[request_id]
+                self.pending[request_id] = replace(request, patient={})
+
+    def lift_suppression(self, command_id: str, comment: str | None, now: datetime) -> list[Decision]:
+        """``communication.lift_email_suppression``: staff say the address works again."""
+        if self._replayed(command_id, now):
+            return []
+        if self.suppression is None:
+            return [
+                RejectCommand(
+                    command_id, LIFT_EMAIL_SUPPRESSION, f"email to therapist {self.therapist_id} is not suppressed"
+                )
+            ]
+        return [self._lift(LIFTED_BY_STAFF, command_id, comment), *self._release_confirmations(now)]
+
+    def _lift(self, reason: str, causation_id: str, comment: str | None = None) -> LiftSuppression:
+        assert self.suppression is not None
+        address = self.suppression.address
+        self.suppression = None
+        return LiftSuppression(address, reason, causation_id, comment)
 
     # -- housekeeping ------------------------------------------------------------
 
@@ -340,6 +461,14 @@ class TherapistState:
             return True
         self.seen_events[event_id] = now
         return False
+
+    @staticmethod
+    def _as_of(occurred_at: datetime, now: datetime) -> datetime:
+        """What a directory event's time is remembered as: never later than the
+        service's clock, so that an event from a producer whose clock runs ahead
+        cannot make the correct ones after it look stale (the order Kafka keeps per
+        therapist decides; the time only recognises old replays)."""
+        return min(occurred_at.astimezone(UTC), now.astimezone(UTC))
 
     def _stale(self, occurred_at: datetime) -> bool:
         return self.profile_as_of is not None and occurred_at.astimezone(UTC) < self.profile_as_of.astimezone(UTC)

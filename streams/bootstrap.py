@@ -86,14 +86,23 @@ def build_app(services: Services) -> ServiceApp:
     table = declarations.declare_therapist_table(app, settings)
     channels = Channels(events=topics.events.get_topic_name(), inbox=topics.inbox.get_topic_name())
 
-    app.agent(topics.matching, name="ingest-matching")(matching_ingest(topics, clock))
-    app.agent(topics.therapists, name="ingest-therapists")(therapist_ingest(topics, clock))
+    app.agent(topics.matching, name="ingest-matching")(matching_ingest(topics, clock, settings))
+    app.agent(topics.therapists, name="ingest-therapists")(therapist_ingest(topics, clock, settings))
     app.agent(topics.inbox, name="therapists")(TherapistAgent(settings, topics, table, clock))
     app.agent(topics.commands, name="commands")(
-        CommandAgent(topics, services.database, channels, services.wakeups, clock, call_policy(settings))
+        CommandAgent(topics, services.database, channels, services.wakeups, clock, call_policy(settings), settings)
     )
     app.agent(topics.send_commands, name="sender")(
-        SenderAgent(settings, topics, services.database, services.renderer, channels, services.wakeups, clock)
+        SenderAgent(
+            settings,
+            topics,
+            services.database,
+            services.renderer,
+            channels,
+            services.wakeups,
+            clock,
+            call_policy(settings),
+        )
     )
 
     inbox = topics.inbox.get_topic_name()

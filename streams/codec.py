@@ -16,7 +16,7 @@ from faust.serializers import codecs
 from domain.decisions import MANUAL, SendEmail, SendManualEmail
 from domain.placement import PlacementRequest
 from domain.therapist import TherapistProfile
-from domain.therapist_state import InFlightEmail, TherapistState
+from domain.therapist_state import InFlightEmail, Suppression, TherapistState
 
 STATE_CODEC = "commsvc_therapist_state"
 
@@ -41,8 +41,9 @@ def request_to_wire(request: PlacementRequest) -> dict[str, Any]:
         "placement_request_id": request.placement_request_id,
         "patient_id": request.patient_id,
         "registered_at": request.registered_at.isoformat(),
-        "patient": dict(request.patient),
     }
+    if request.patient:  # none in the table: the details are kept in the database
+        wire["patient"] = dict(request.patient)
     if request.status is not None:
         wire["status"] = request.status
     return wire
@@ -105,7 +106,23 @@ def state_to_wire(state: TherapistState) -> dict[str, Any]:
         "settled": {str(k): [v[0], v[1].isoformat()] for k, v in state.settled.items()},
         "seen_events": {k: t.isoformat() for k, t in state.seen_events.items()},
         "awaiting_confirmation": [request_to_wire(r) for r in state.awaiting_confirmation.values()],
+        "suppression": None if state.suppression is None else _suppression_to_wire(state.suppression),
     }
+
+
+def _suppression_to_wire(suppression: Suppression) -> dict[str, Any]:
+    return {
+        "address": suppression.address,
+        "reason": suppression.reason,
+        "email_id": suppression.email_id,
+        "since": suppression.since.isoformat(),
+    }
+
+
+def _suppression_from_wire(wire: Mapping[str, Any] | None) -> Suppression | None:
+    if wire is None:
+        return None
+    return Suppression(wire["address"], wire["reason"], wire.get("email_id"), _time(wire["since"]))
 
 
 def state_from_wire(wire: Mapping[str, Any]) -> TherapistState:
@@ -131,6 +148,7 @@ def state_from_wire(wire: Mapping[str, Any]) -> TherapistState:
         settled={int(k): (v[0], _time(v[1])) for k, v in wire.get("settled", {}).items()},
         seen_events={k: _time(t) for k, t in wire.get("seen_events", {}).items()},
         awaiting_confirmation={r.placement_request_id: r for r in awaiting},
+        suppression=_suppression_from_wire(wire.get("suppression")),
     )
 
 

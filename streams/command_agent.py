@@ -18,7 +18,7 @@ from typing import Any
 import faust
 
 from streams.app import Topics
-from streams.broker_retry import until_published
+from streams.broker_retry import PublishRefused, until_published
 from streams.codec import dumps
 from streams.delivery import ThrottledWarning, Wakeups
 from streams.dlq import publish_dead_letter
@@ -27,11 +27,15 @@ from streams.persistence import calls, commands
 from streams.persistence.db import Database, run_retrying
 from streams.persistence.emails import Channels
 from streams.schemas import COMMANDS, InputEvent, Rejection, parse_input
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Commands that need the therapist agent's state.
-VIA_THERAPIST = frozenset({"communication.create_email"})
+# Commands that need the therapist agent's state, and the inbox message kind for each.
+VIA_THERAPIST = {
+    "communication.create_email": "create_email",
+    "communication.lift_email_suppression": "lift_email_suppression",
+}
 
 
 class CommandAgent:
@@ -43,6 +47,7 @@ class CommandAgent:
         wakeups: Wakeups,
         clock: Callable[[], datetime],
         policy: calls.CallPolicy,
+        settings: Settings,
     ) -> None:
         # The call commands need the booking rules (slot, notice, horizon, capacity, attempts).
         self.handlers: dict[str, commands.Handler] = {
@@ -54,13 +59,21 @@ class CommandAgent:
         self.channels = channels
         self.wakeups = wakeups
         self.clock = clock
+        self.max_bytes = settings.max_command_bytes
         self.database_warning = ThrottledWarning(log)
 
     async def __call__(self, stream: faust.StreamT) -> None:
         async for event in stream.events():
             message = event.message
             try:
-                parsed = parse_input(message.value, COMMANDS)
+                parsed = parse_input(
+                    message.value, COMMANDS, max_bytes=self.max_bytes, limit_name="COMM_MAX_COMMAND_BYTES"
+                )
+                if isinstance(parsed, Rejection) and _answerable(parsed, message.value, self.max_bytes):
+                    # Well-formed but too large (e.g. an image pasted into body_html):
+                    # the sender is answered, as for any command that cannot be carried out.
+                    await self.refuse(parsed, message.key)
+                    continue
                 if isinstance(parsed, Rejection):
                     log.warning(
                         "dead-lettered command %s[%d]@%d: %s",
@@ -81,18 +94,47 @@ class CommandAgent:
                 await self.carry_out(parsed, message.key)
             except asyncio.CancelledError:
                 raise
+            except PublishRefused as refused:
+                log.warning("command agent: %s", refused)
+                await self._dead_letter(message, f"internal error: {refused}")
             except Exception as exc:
                 log_failure(log, "command agent: cannot carry out a command", exc)
-                await publish_dead_letter(
-                    self.topics.dlq, message, f"internal error: {type(exc).__name__}", self.clock()
-                )
+                await self._dead_letter(message, f"internal error: {type(exc).__name__}")
+
+    async def _dead_letter(self, message: Any, reason: str) -> None:
+        try:
+            await until_published(
+                lambda: publish_dead_letter(self.topics.dlq, message, reason, self.clock()), self.database_warning
+            )
+        except PublishRefused:
+            log.error("command agent: the broker refused the dead letter too; command skipped")
+
+    async def refuse(self, rejection: Rejection, key: bytes | None) -> None:
+        """Answer a command with ``command_rejected`` (recorded, so a replay is answered once)."""
+        assert rejection.event_id is not None and rejection.event_type is not None
+        log.warning("command %s (%s) rejected: %s", rejection.event_id, rejection.event_type, rejection.reason)
+        stored = commands.Command(rejection.event_id, rejection.event_type, {}, _therapist_of(key))
+
+        def reject(*_: Any) -> list[dict[str, Any]]:
+            raise commands.Rejected(rejection.reason)
+
+        await run_retrying(
+            self.database,
+            commands.execute,
+            stored,
+            self.channels,
+            self.clock(),
+            {rejection.event_type: reject},
+            warn=lambda message, *args: self.database_warning("command agent: " + message, *args),
+        )
+        self.wakeups.work_added()
 
     async def carry_out(self, command: InputEvent, key: bytes | None) -> None:
         payload: dict[str, Any] = command.payload.model_dump(mode="json", exclude_none=True)
         if command.event_type in VIA_THERAPIST:
             therapist_id = payload["therapist_id"]
             forwarded = {
-                "kind": "create_email",
+                "kind": VIA_THERAPIST[command.event_type],
                 "event_id": command.event_id,
                 "therapist_id": therapist_id,
                 "command": payload,
@@ -115,6 +157,17 @@ class CommandAgent:
         )
         log.info("command %s (%s): %s", command.event_id, command.event_type, outcome)
         self.wakeups.work_added()
+
+
+def _answerable(rejection: Rejection, value: bytes | None, limit: int) -> bool:
+    """An oversize command whose envelope names a known command and an id."""
+    return (
+        value is not None
+        and len(value) > limit
+        and rejection.event_type in COMMANDS
+        and rejection.event_id is not None
+        and 0 < len(rejection.event_id) <= 64
+    )
 
 
 def _therapist_of(key: bytes | None) -> int | None:

@@ -7,6 +7,11 @@ import json
 from datetime import datetime
 from typing import Any
 
+# A record must itself fit the broker's message limit (1 MB by default, with room
+# for the request's overhead): a value that would make it larger is left out, and
+# the record says where the original is.
+MAX_RECORD_BYTES = 960 * 1024
+
 
 def dead_letter(
     *,
@@ -31,13 +36,23 @@ def dead_letter(
     record["key"], key_encoding = _text(key)
     if key_encoding:
         record["key_encoding"] = key_encoding
-    record["value"], value_encoding = _text(value)
-    if value_encoding:
-        record["value_encoding"] = value_encoding
     if event_id is not None:
         record["event_id"] = event_id
     if event_type is not None:
         record["event_type"] = event_type
+    with_value = dict(record)
+    with_value["value"], value_encoding = _text(value)
+    if value_encoding:
+        with_value["value_encoding"] = value_encoding
+    encoded = json.dumps(with_value, ensure_ascii=False).encode("utf-8")
+    if len(encoded) <= MAX_RECORD_BYTES or value is None:
+        return encoded
+    record["value"] = None
+    record["value_bytes"] = len(value)
+    record["value_omitted"] = (
+        f"the value ({len(value)} bytes) is too large to copy here; it stays at "
+        "source_topic/partition/offset for its topic's retention"
+    )
     return json.dumps(record, ensure_ascii=False).encode("utf-8")
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -13,7 +14,7 @@ import faust
 
 from domain.availability import InvalidAvailability, parse_availability
 from streams.app import Topics
-from streams.broker_retry import until_published
+from streams.broker_retry import PublishRefused, until_published
 from streams.codec import dumps
 from streams.delivery import ThrottledWarning
 from streams.dlq import publish_dead_letter
@@ -29,6 +30,7 @@ from streams.schemas import (
     TherapistUpserted,
     parse_input,
 )
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,25 @@ def therapist_message(event: InputEvent) -> tuple[int, dict[str, Any]]:
     return payload.therapist_id, message
 
 
+@dataclass(frozen=True)
+class InputLimits:
+    """What an input may be (issue 12): its size, each free-text field's size, and
+    for directory events how far ``occurred_at`` may be ahead of this clock."""
+
+    max_bytes: int
+    max_text_bytes: int
+    # None: occurred_at is not checked (its events do not order anything by it).
+    future_tolerance: timedelta | None = None
+
+    @classmethod
+    def of(cls, settings: Settings, *, check_time: bool = False) -> InputLimits:
+        return cls(
+            settings.max_event_bytes,
+            settings.max_text_field_bytes,
+            settings.clock_skew_tolerance if check_time else None,
+        )
+
+
 class IngestAgent:
     def __init__(
         self,
@@ -89,18 +110,35 @@ class IngestAgent:
         known: dict[str, type],
         translate: Callable[[InputEvent], tuple[int, dict[str, Any]]],
         clock: Callable[[], datetime],
+        limits: InputLimits,
     ) -> None:
         self.topics = topics
         self.known = known
         self.translate = translate
         self.clock = clock
+        self.limits = limits
         self.broker_warning = ThrottledWarning(log)
+
+    def _parse(self, value: bytes | None) -> InputEvent | Rejection:
+        limits = self.limits
+        parsed = parse_input(value, self.known, max_bytes=limits.max_bytes, max_text_bytes=limits.max_text_bytes)
+        if isinstance(parsed, InputEvent) and limits.future_tolerance is not None:
+            ahead = parsed.occurred_at - self.clock()
+            if ahead > limits.future_tolerance:
+                return Rejection(
+                    reason=f"occurred_at: {parsed.occurred_at.isoformat()} is {_rounded(ahead)} ahead of this "
+                    f"service's clock, more than the {_rounded(limits.future_tolerance)} allowed "
+                    "(COMM_CLOCK_SKEW_TOLERANCE); check the producer's clock",
+                    event_id=parsed.event_id,
+                    event_type=parsed.event_type,
+                )
+        return parsed
 
     async def __call__(self, stream: faust.StreamT) -> None:
         async for event in stream.events():
             message = event.message
             try:
-                parsed = parse_input(message.value, self.known)
+                parsed = self._parse(message.value)
                 if isinstance(parsed, Rejection):
                     await self.reject(message, parsed)
                     continue
@@ -118,6 +156,8 @@ class IngestAgent:
                     )
                 send = partial(self.topics.inbox.send, key=str(therapist_id).encode(), value=dumps(forwarded))
                 await until_published(send, self.broker_warning)
+            except PublishRefused as refused:
+                await self.reject(message, Rejection(reason=f"internal error: {refused}"))
             except Exception as exc:
                 log_failure(log, "ingest: unexpected failure", exc)
                 await self.reject(message, Rejection(reason=f"internal error: {type(exc).__name__}"))
@@ -125,6 +165,14 @@ class IngestAgent:
     async def reject(self, message: Any, rejection: Rejection) -> None:
         # The reason names the field, never its value; the value travels in the record.
         log.warning("dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, rejection.reason)
+        try:
+            await self._dead_letter(message, rejection)
+        except PublishRefused:
+            log.error(
+                "the broker refused the dead letter of %s[%d]@%d", message.topic, message.partition, message.offset
+            )
+
+    async def _dead_letter(self, message: Any, rejection: Rejection) -> None:
         await until_published(
             lambda: publish_dead_letter(
                 self.topics.dlq,
@@ -138,9 +186,15 @@ class IngestAgent:
         )
 
 
-def matching_ingest(topics: Topics, clock: Callable[[], datetime]) -> IngestAgent:
-    return IngestAgent(topics, MATCHING_EVENTS, match_message, clock)
+def _rounded(delta: timedelta) -> str:
+    seconds = round(delta.total_seconds())
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def therapist_ingest(topics: Topics, clock: Callable[[], datetime]) -> IngestAgent:
-    return IngestAgent(topics, THERAPIST_EVENTS, therapist_message, clock)
+def matching_ingest(topics: Topics, clock: Callable[[], datetime], settings: Settings) -> IngestAgent:
+    return IngestAgent(topics, MATCHING_EVENTS, match_message, clock, InputLimits.of(settings))
+
+
+def therapist_ingest(topics: Topics, clock: Callable[[], datetime], settings: Settings) -> IngestAgent:
+    # Directory events are ordered per therapist: a clock far ahead must not outrank the next.
+    return IngestAgent(topics, THERAPIST_EVENTS, therapist_message, clock, InputLimits.of(settings, check_time=True))

@@ -25,6 +25,8 @@ from pydantic import (
     StrictBool,
     StrictInt,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -69,6 +71,23 @@ class Envelope(_Model):
 # -- matching-events ---------------------------------------------------------------
 
 
+# Free-text fields are bounded (COMM_MAX_TEXT_FIELD_BYTES, handed in as validation
+# context); without a context, this default.
+DEFAULT_MAX_TEXT_BYTES = 8 * 1024
+
+
+def _within_text_limit(value: str | None, info: ValidationInfo) -> str | None:
+    if value is None:
+        return value
+    limit = (info.context or {}).get("max_text_bytes", DEFAULT_MAX_TEXT_BYTES)
+    size = len(value.encode("utf-8"))
+    if size > limit:
+        raise ValueError(
+            f"is {size} bytes, over the limit of {limit} bytes for a text field (COMM_MAX_TEXT_FIELD_BYTES)"
+        )
+    return value
+
+
 class Patient(_Model):
     registered_at: AwareDatetime
     first_name: Line | None = None
@@ -79,6 +98,10 @@ class Patient(_Model):
     diagnosis: str | None = None
     availability: str | None = None
     notes: str | None = None
+
+    _text_limit = field_validator(
+        "first_name", "last_name", "gender", "insurance", "diagnosis", "availability", "notes"
+    )(_within_text_limit)
 
 
 class MatchCreated(_Model):
@@ -237,7 +260,13 @@ class CallOutcome(_Model):
     outcomes: list[CallRequestOutcome] = Field(default_factory=list)
 
 
+class LiftEmailSuppression(_Model):
+    therapist_id: Id
+    reason: str | None = Field(None, max_length=500)
+
+
 COMMANDS: dict[str, type[_Model]] = {
+    "communication.lift_email_suppression": LiftEmailSuppression,
     "communication.create_email": CreateEmail,
     "communication.update_email": UpdateEmail,
     "communication.record_email_response": RecordEmailResponse,
@@ -278,10 +307,21 @@ class Rejection(BaseModel):
     event_type: str | None = None
 
 
-def parse_input(value: bytes | None, known: dict[str, type[_Model]]) -> InputEvent | Rejection:
-    """Validate a raw message against the envelope and the payload schema of its type."""
+def parse_input(
+    value: bytes | None,
+    known: dict[str, type[_Model]],
+    *,
+    max_bytes: int | None = None,
+    max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES,
+    limit_name: str = "COMM_MAX_EVENT_BYTES",
+) -> InputEvent | Rejection:
+    """Validate a raw message against the envelope and the payload schema of its type.
+
+    ``max_bytes``: a larger message is refused whole, naming its largest field."""
     if value is None:
         return Rejection(reason="empty message (no value)")
+    if max_bytes is not None and len(value) > max_bytes:
+        return oversize(value, max_bytes, limit_name)
     try:
         document = json.loads(value.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -311,12 +351,50 @@ def parse_input(value: bytes | None, known: dict[str, type[_Model]]) -> InputEve
             event_type=event_type,
         )
     try:
-        payload = model.model_validate(envelope.payload)
+        payload = model.model_validate(envelope.payload, context={"max_text_bytes": max_text_bytes})
     except ValidationError as exc:
         return Rejection(
             reason=f"invalid payload: {describe(exc, 'payload')}", event_id=event_id, event_type=event_type
         )
     return InputEvent(envelope=envelope, payload=payload)
+
+
+def oversize(value: bytes, limit: int, limit_name: str) -> Rejection:
+    """A message over the size limit, with the field that makes it large (if it is
+    JSON) and its envelope's id and type where they can be read."""
+    reason = f"the message is {len(value)} bytes, over the limit of {limit} bytes ({limit_name})"
+    try:
+        document = json.loads(value.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return Rejection(reason=reason)
+    if not isinstance(document, dict):
+        return Rejection(reason=reason)
+    path, size = largest_field(document)
+    if path:
+        reason += f"; its largest field is {path} ({size} bytes)"
+    event_id, event_type = document.get("event_id"), document.get("event_type")
+    return Rejection(
+        reason=reason,
+        event_id=event_id if isinstance(event_id, str) else None,
+        event_type=event_type if isinstance(event_type, str) else None,
+    )
+
+
+def largest_field(document: Any, path: str = "") -> tuple[str, int]:
+    """The dotted path of the largest text value in a JSON document, and its size."""
+    best = ("", 0)
+    stack: list[tuple[str, Any]] = [(path, document)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            size = len(value.encode("utf-8"))
+            if size > best[1]:
+                best = (where, size)
+        elif isinstance(value, dict):
+            stack.extend((f"{where}.{k}" if where else str(k), v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(value))
+    return best
 
 
 def describe(error: ValidationError, prefix: str | None = None) -> str:

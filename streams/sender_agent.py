@@ -26,7 +26,7 @@ from streams.codec import dumps, loads
 from streams.delivery import ThrottledWarning, Wakeups
 from streams.dlq import publish_dead_letter
 from streams.log_safety import log_failure
-from streams.persistence import calls, emails
+from streams.persistence import calls, emails, waiting_requests
 from streams.persistence.db import Database, run_retrying
 from streams.rendering import Renderer
 from streams.settings import Settings
@@ -48,8 +48,10 @@ class SenderAgent:
         channels: emails.Channels,
         wakeups: Wakeups,
         clock: Callable[[], datetime],
+        policy: calls.CallPolicy,
     ) -> None:
         self.settings = settings
+        self.policy = policy
         self.topics = topics
         self.database = database
         self.renderer = renderer
@@ -130,6 +132,12 @@ class SenderAgent:
                 emails.settle_request(session, command, self.channels, now)
             elif kind == "therapist_profile":
                 calls.update_directory(session, command, self.channels, now)
+            elif kind == "request_details":
+                waiting_requests.keep(session, command, now)
+            elif kind == "forget_request_details":
+                waiting_requests.forget(session, [int(r) for r in command["placement_request_ids"]])
+            elif kind == "book_call":
+                calls.book_instead_of_email(session, command, self.policy, self.channels, now)
             else:
                 raise ValueError(f"unknown send command {kind!r}")
         store_run()

@@ -132,6 +132,15 @@ class Settings(BaseModel):
     # tries, and after how long an alert is raised.
     smtp_outage_backoff_max: Positive = Field(timedelta(seconds=60), alias="COMM_SMTP_OUTAGE_BACKOFF_MAX")
     smtp_outage_alert_after: Duration = Field(timedelta(minutes=5), alias="COMM_SMTP_OUTAGE_ALERT_AFTER")
+    # Input limits (issue 12): a larger input event, command or free-text field is
+    # refused with a reason naming it, far below the broker's message limit, so one
+    # large input can never stop the worker. No real patient record comes near them.
+    max_event_bytes: int = Field(64 * 1024, alias="COMM_MAX_EVENT_BYTES", ge=1024, le=512 * 1024)
+    max_command_bytes: int = Field(256 * 1024, alias="COMM_MAX_COMMAND_BYTES", ge=1024, le=768 * 1024)
+    max_text_field_bytes: int = Field(8 * 1024, alias="COMM_MAX_TEXT_FIELD_BYTES", ge=64, le=64 * 1024)
+    # How far ahead of this service's clock an input's occurred_at may be before the
+    # event is refused (a producer with a wrong clock must not freeze a therapist).
+    clock_skew_tolerance: Duration = Field(timedelta(minutes=5), alias="COMM_CLOCK_SKEW_TOLERANCE")
 
     _batch_schedule: Schedule = PrivateAttr()
     _daily_call_list: Schedule = PrivateAttr()

@@ -9,6 +9,7 @@ losing them.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
@@ -21,17 +22,22 @@ from aiokafka.partitioner import murmur2
 from domain import batching, schedule
 from domain.decisions import (
     CONFIRMATION,
+    BookCall,
     Decision,
     DropRequest,
+    KeepRequestDetails,
+    LiftSuppression,
     RejectCommand,
     SendEmail,
     SendManualEmail,
     SettleEmailedRequest,
+    SuppressAddress,
     SyncDirectory,
 )
-from domain.therapist_state import TherapistState
+from domain.placement import ACCEPTED
+from domain.therapist_state import TherapistState, Undeliverable
 from streams.app import Topics
-from streams.broker_retry import until_published
+from streams.broker_retry import PublishRefused, until_published
 from streams.codec import (
     dumps,
     loads,
@@ -39,7 +45,9 @@ from streams.codec import (
     profile_from_wire,
     profile_to_wire,
     request_from_wire,
+    request_to_wire,
     send_email_command,
+    state_to_wire,
 )
 from streams.delivery import ThrottledWarning
 from streams.dlq import publish_dead_letter
@@ -51,6 +59,21 @@ log = logging.getLogger(__name__)
 
 # Replay memory is pruned once a therapist's grows past this many records.
 PRUNE_ABOVE = 200
+# A therapist's table value must stay far below the broker's message limit (1 MB by
+# default): its changelog record is written by Faust's producer in the background,
+# where a refusal would stop the worker. Values are measured once they hold this
+# many records, and an event that would grow one past MAX_STATE_BYTES is refused.
+MEASURE_ABOVE = 1000
+MAX_STATE_BYTES = 512 * 1024
+
+
+class StateTooLarge(Exception):
+    pass
+
+
+def address_hash(address: str) -> str:
+    """Names an address in events without spelling it out."""
+    return hashlib.sha256(address.strip().casefold().encode("utf-8")).hexdigest()
 
 
 def bookmark_key(partition: int) -> str:
@@ -86,10 +109,17 @@ class TherapistAgent:
                 await until_published(partial(self.handle, message, event.message.partition), self.broker_warning)
             except Exception as exc:
                 # A bug must not stop the stream; the message goes to the DLQ for a person.
-                log_failure(log, "therapist agent: cannot process an inbox message", exc)
-                reason = f"internal error: {type(exc).__name__}"
+                if isinstance(exc, StateTooLarge | PublishRefused):
+                    reason = str(exc)
+                    log.warning("therapist agent: inbox message refused: %s", reason)
+                else:
+                    log_failure(log, "therapist agent: cannot process an inbox message", exc)
+                    reason = f"internal error: {type(exc).__name__}"
                 dead = partial(publish_dead_letter, self.topics.dlq, event.message, reason, self.clock())
-                await until_published(dead, self.broker_warning)
+                try:
+                    await until_published(dead, self.broker_warning)
+                except PublishRefused:
+                    log.error("therapist agent: the broker refused the dead letter too; message skipped")
 
     async def handle(self, message: Mapping[str, Any], partition: int) -> None:
         kind = message["kind"]
@@ -100,10 +130,11 @@ class TherapistAgent:
         stored = self.table.get(therapist_id)
         state = stored.copy() if stored is not None else TherapistState(therapist_id)
         decisions = self._apply(state, kind, message, self.clock())
-        await self._publish(therapist_id, decisions, message.get("event_id"))
         if state.memory_size() > PRUNE_ABOVE:
             now = self.clock()
             state.forget_before(now - self.settings.dedup_retention, now, self.settings.contact_interval)
+        _check_size(state)  # before anything is published: a refused event changes nothing
+        await self._publish(therapist_id, decisions, message.get("event_id"))
         self.table[therapist_id] = state
 
     def _apply(self, state: TherapistState, kind: str, m: Mapping[str, Any], now: datetime) -> list[Decision]:
@@ -129,8 +160,20 @@ class TherapistAgent:
             state.email_sent(m["email_key"], bool(m["limited"]), sent_at, self.settings.contact_interval)
             return []
         if kind == "email_failed":
-            state.email_failed(m["email_key"], tuple(request_from_wire(r) for r in m.get("returned", ())))
+            undeliverable = m.get("undeliverable")
+            return state.email_failed(
+                m["email_key"],
+                tuple(request_from_wire(r) for r in m.get("returned", ())),
+                None
+                if undeliverable is None
+                else Undeliverable(undeliverable["address"], undeliverable["reason"], undeliverable.get("email_id")),
+                now,
+            )
+        if kind == "call_not_booked":
+            state.call_not_booked(tuple(request_from_wire(r) for r in m["requests"]))
             return []
+        if kind == "lift_email_suppression":
+            return state.lift_suppression(m["event_id"], m["command"].get("reason"), now)
         if kind == "follow_up_email":
             sent = m.get("original_sent_at")
             return state.follow_up_email(
@@ -166,10 +209,19 @@ class TherapistAgent:
             return
         interval = self.settings.contact_interval
         planned: list[tuple[TherapistState, SendEmail]] = []
+        calls: list[tuple[TherapistState, BookCall]] = []
         for state in self._states_of(partition):
             if not state.pending:
                 continue
             updated = state.copy()
+            if updated.suppression is not None:
+                # Email cannot reach them: with phone hours, a call for what waits.
+                call = updated.plan_phone_call(
+                    batching.derived_key("undeliverable_call", updated.therapist_id, run_at.isoformat()), run_at
+                )
+                if call is not None:
+                    calls.append((updated, call))
+                continue
             decision = updated.plan_contact_email(run_at, interval)
             if decision is not None:
                 planned.append((updated, decision))
@@ -179,9 +231,10 @@ class TherapistAgent:
             await self._send_command(updated.therapist_id, send_email_command(decision, None, True))
             for updated, decision in planned
         ]
+        pending.extend([await self._book_call(updated.therapist_id, call) for updated, call in calls])
         for future in pending:
             await future
-        for updated, _ in planned:
+        for updated, _ in [*planned, *calls]:
             self.table[updated.therapist_id] = updated
         self.table[key] = {"last_run": run_at.isoformat()}
         if planned:
@@ -208,6 +261,42 @@ class TherapistAgent:
                 pending.append(await self._send_command(therapist_id, send_email_command(decision, causation, limited)))
             elif isinstance(decision, DropRequest):
                 pending.append(await self._dropped(therapist_id, decision, causation))
+                if decision.reason != ACCEPTED:  # an accepted one's details serve its confirmation
+                    forget = {
+                        "kind": "forget_request_details",
+                        "therapist_id": therapist_id,
+                        "placement_request_ids": [decision.placement_request_id],
+                    }
+                    pending.append(await self._send_command(therapist_id, dumps(forget)))
+            elif isinstance(decision, KeepRequestDetails):
+                details = {"kind": "request_details", "therapist_id": therapist_id}
+                details["request"] = request_to_wire(decision.request)
+                pending.append(await self._send_command(therapist_id, dumps(details)))
+            elif isinstance(decision, BookCall):
+                pending.append(await self._book_call(therapist_id, decision))
+            elif isinstance(decision, SuppressAddress):
+                payload = {
+                    "therapist_id": therapist_id,
+                    "address_hash": address_hash(decision.address),
+                    "reason": decision.reason,
+                    "email_id": decision.email_id,
+                }
+                key = batching.derived_key("email_suppressed", decision.email_key)
+                pending.append(await self._event(therapist_id, "communication.email_suppressed", payload, key, None))
+            elif isinstance(decision, LiftSuppression):
+                payload = {
+                    "therapist_id": therapist_id,
+                    "address_hash": address_hash(decision.address),
+                    "reason": decision.reason,
+                }
+                if decision.comment:
+                    payload["comment"] = decision.comment
+                key = batching.derived_key("email_suppression_lifted", decision.causation_id)
+                pending.append(
+                    await self._event(
+                        therapist_id, "communication.email_suppression_lifted", payload, key, decision.causation_id
+                    )
+                )
             elif isinstance(decision, SendManualEmail):
                 pending.append(await self._send_command(therapist_id, manual_email_command(therapist_id, decision)))
             elif isinstance(decision, SyncDirectory):
@@ -236,6 +325,23 @@ class TherapistAgent:
                 )
         for future in pending:
             await future
+
+    async def _book_call(self, therapist_id: int, call: BookCall) -> Any:
+        command = {
+            "kind": "book_call",
+            "therapist_id": therapist_id,
+            "call_key": call.call_key,
+            "reason": call.reason,
+            "requests": [[r.placement_request_id, r.patient_id, r.registered_at.isoformat()] for r in call.requests],
+            "decided_at": call.decided_at.isoformat(),
+        }
+        return await self._send_command(therapist_id, dumps(command))
+
+    async def _event(
+        self, therapist_id: int, event_type: str, payload: dict[str, Any], event_id: str, causation: str | None
+    ) -> Any:
+        document = envelope(event_type, payload, event_id=event_id, occurred_at=self.clock(), causation_id=causation)
+        return await self.topics.events.send(key=str(therapist_id).encode(), value=dumps(document))
 
     async def _send_command(self, therapist_id: int, value: bytes) -> Any:
         return await self.topics.send_commands.send(key=str(therapist_id).encode(), value=value)
@@ -270,6 +376,18 @@ class TherapistAgent:
             causation_id=causation,
         )
         return await self.topics.events.send(key=str(therapist_id).encode(), value=dumps(document))
+
+
+def _check_size(state: TherapistState) -> None:
+    records = len(state.pending) + len(state.awaiting_confirmation) + state.memory_size()
+    if records < MEASURE_ABOVE:
+        return
+    size = len(dumps(state_to_wire(state)))
+    if size > MAX_STATE_BYTES:
+        raise StateTooLarge(
+            f"therapist {state.therapist_id}'s state would grow to {size} bytes (limit {MAX_STATE_BYTES}) "
+            f"with {len(state.pending)} requests waiting; the event was not applied"
+        )
 
 
 async def send_ticks(app: faust.App, topics: Topics, clock: Callable[[], datetime]) -> None:

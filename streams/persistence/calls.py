@@ -367,6 +367,55 @@ def next_follow_up(session: Session, policy: CallPolicy, channels: Channels, now
     return True
 
 
+def book_instead_of_email(
+    session: Session, command: Mapping[str, Any], policy: CallPolicy, channels: Channels, now: datetime
+) -> None:
+    """The therapist's address is suppressed: a call about the waiting requests at the
+    next free slot (the same search and capacity rules as a follow-up call). Booked
+    once per decision (``call_key``); without a free slot, an alert, and the requests
+    wait for the next batch run."""
+    therapist_id = int(command["therapist_id"])
+    call_key = command["call_key"]
+    if session.scalars(select(PhoneCall.id).where(PhoneCall.call_key == call_key)).first() is not None:
+        return  # a replayed decision
+    requests = [(int(r[0]), int(r[1])) for r in command["requests"]]
+    entry = session.get(TherapistDirectoryEntry, therapist_id)
+    if entry is None or entry.deleted or entry.contact_blocked or not entry.availability:
+        log.warning("therapist %s cannot be called now; the call for their requests is not booked", therapist_id)
+        return
+    _lock_bookings(session)
+    found = _search(session, entry, policy, now)
+    if isinstance(found, Slot):
+        row = _book(
+            session,
+            therapist_id=therapist_id,
+            call_key=call_key,
+            requests=requests,
+            reason=command.get("reason", "undeliverable"),
+            at=found.start,
+            policy=policy,
+            channels=channels,
+            now=now,
+        )
+        add_rows(session, [row])
+        return
+    alert = {
+        "severity": "warning",
+        "code": "no_call_slot",
+        "message": f"therapist {therapist_id}'s address cannot be reached and no call could be booked: "
+        f"{found.reason}; the requests wait for the next batch run",
+    }
+    returned = [{"placement_request_id": r[0], "patient_id": r[1], "registered_at": r[2]} for r in command["requests"]]
+    feedback = {"kind": "call_not_booked", "therapist_id": therapist_id, "requests": returned}
+    add_rows(
+        session,
+        [
+            event_row(channels.events, "communication.alert", therapist_id, alert, now),
+            message_row(channels.inbox, str(therapist_id), dumps(feedback), now),
+        ],
+    )
+
+
 # -- reminders and the daily call list ------------------------------------------------------
 
 

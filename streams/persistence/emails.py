@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import Table, and_, case, func, insert, literal, or_, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from domain.contact_limit import next_contact_at
 from domain.decisions import CONFIRMATION, CONTACT_REQUEST, FOLLOW_UP, MANUAL
@@ -26,9 +26,18 @@ from streams.codec import dumps
 from streams.email_message import OutgoingEmail, message_id_for
 from streams.html_text import clean_html, html_to_text
 from streams.mailer import SendError
+from streams.persistence import waiting_requests
 from streams.persistence.call_requests import drop_from_calls
 from streams.persistence.db import one_of
-from streams.persistence.models import EMAIL_BATCHES, EMAILS, Email, EmailBatch, EmailStatus, UTCDateTime
+from streams.persistence.models import (
+    EMAIL_BATCHES,
+    EMAILS,
+    Email,
+    EmailBatch,
+    EmailStatus,
+    TherapistDirectoryEntry,
+    UTCDateTime,
+)
 from streams.persistence.outbox import add_rows, command_rejected_row, event_row, message_row
 from streams.rendering import RenderedEmail, RenderError
 
@@ -142,6 +151,7 @@ def store_send_commands(
     """Create the emails a batch of send commands describes, in one transaction and
     with one round of INSERTs; per command the new email's id, or None when there is
     nothing to create (a replayed command, or every request in it already emailed)."""
+    commands = _with_patient_details(session, commands)
     keys = [c["email_key"] for c in commands]
     known_keys = set(session.scalars(select(Email.email_key).where(one_of(session, Email.email_key, keys))))
     emailed = _already_emailed(
@@ -185,11 +195,34 @@ def store_send_commands(
             email, rendered = _new_email(command, requests, render, identity, now)
         created.append((command, email, rendered))
     _insert_emails(session, [entry[1] for entry in created if entry is not None])
+    # A request in its email no longer waits: its details now live in the batch entry.
+    waiting_requests.forget(
+        session,
+        [
+            b.placement_request_id
+            for entry in created
+            if entry is not None and entry[1].kind != MANUAL
+            for b in entry[1].batches
+        ],
+    )
     for entry in created:
         if entry is not None:
             messages.extend(_created_rows(*entry, channels, now))
     add_rows(session, messages)  # and everything they report, at once
     return [None if entry is None else entry[1].id for entry in created]
+
+
+def _with_patient_details(session: Session, commands: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The commands with their requests' patient details joined in (one lookup for
+    the whole batch): the therapist table, and so the command, carries none."""
+    flat = waiting_requests.with_details(session, [r for c in commands for r in c["requests"]])
+    filled: list[Mapping[str, Any]] = []
+    start = 0
+    for command in commands:
+        count = len(command["requests"])
+        filled.append({**command, "requests": flat[start : start + count]})
+        start += count
+    return filled
 
 
 def _insert_emails(session: Session, new: Sequence[Email]) -> None:
@@ -638,13 +671,18 @@ def record_failure(
     else:
         email.status = EmailStatus.FAILED
         email.next_attempt_at = None
-    add_rows(session, _failure_rows(email, channels, now, retry=retry))
+    add_rows(session, _failure_rows(email, channels, now, retry=retry, undeliverable=not retry and error.recipient))
     return retry
 
 
-def _failure_rows(email: Email, channels: Channels, now: datetime, *, retry: bool) -> list[dict[str, Any]]:
+def _failure_rows(
+    email: Email, channels: Channels, now: datetime, *, retry: bool, undeliverable: bool = False
+) -> list[dict[str, Any]]:
     """``email_failed`` for an attempt; when it failed for good, also an alert and
-    the news to the therapist agent (a failed email no longer holds the window)."""
+    the news to the therapist agent (a failed email no longer holds the window).
+
+    ``undeliverable``: the recipient's address cannot be reached; the therapist agent
+    suppresses email to it and sends the waiting requests to the phone."""
     failed = {
         "email_id": email.id,
         "error": email.error_message,
@@ -654,18 +692,50 @@ def _failure_rows(email: Email, channels: Channels, now: datetime, *, retry: boo
     }
     rows = [event_row(channels.events, "communication.email_failed", email.therapist_id, failed, now)]
     if not retry:
+        message = (
+            f"email {email.id} ({email.kind}) to therapist {email.therapist_id} failed "
+            f"for good after {email.retry_count} attempt(s): {email.error_message}"
+        )
+        if undeliverable:
+            message += "; " + _undeliverable_outlook(email)
         alert = {
             "severity": "error",
-            "code": "email_failed",
+            "code": "email_undeliverable" if undeliverable else "email_failed",
             "email_id": email.id,
-            "message": f"email {email.id} ({email.kind}) to therapist {email.therapist_id} failed "
-            f"for good after {email.retry_count} attempt(s): {email.error_message}",
+            "message": message,
         }
         rows.append(event_row(channels.events, "communication.alert", email.therapist_id, alert, now))
         # A contact email that never arrived: its requests wait for the next one.
         returned = [_batch_as_request(b) for b in email.batches] if email.kind == CONTACT_REQUEST else []
-        rows.append(_abandon_row(channels, email.therapist_id, email.email_key, now, returned))
+        row = _abandon_row(channels, email.therapist_id, email.email_key, now, returned)
+        if undeliverable:
+            body: dict[str, Any] = {
+                "kind": "email_failed",
+                "email_key": email.email_key,
+                "undeliverable": {
+                    "address": email.recipient_email,
+                    "reason": email.error_message,
+                    "email_id": email.id,
+                },
+            }
+            if returned:
+                body["returned"] = returned
+            row = _feedback_row(channels, email.therapist_id, body, now)
+        rows.append(row)
     return rows
+
+
+def _undeliverable_outlook(email: Email) -> str:
+    """What happens to the therapist's requests, for the alert (from the directory
+    mirror; the therapist agent decides the same from its own copy)."""
+    session = object_session(email)
+    entry = session.get(TherapistDirectoryEntry, email.therapist_id) if session is not None else None
+    if entry is not None and entry.availability:
+        return "email to this address is suppressed; the waiting requests go to a phone call"
+    return (
+        "email to this address is suppressed; the therapist has no phone hours, so the waiting requests "
+        "wait until a therapist.updated brings a new address or staff send communication.lift_email_suppression"
+    )
 
 
 def fail_unsent(session: Session, therapist_id: int, reason: str, channels: Channels, now: datetime) -> None:

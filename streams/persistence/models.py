@@ -45,6 +45,7 @@ __all__ = [
     "PhoneCallBatch",
     "ProcessedCommand",
     "TherapistDirectoryEntry",
+    "WaitingRequest",
 ]
 
 NAMING = {
@@ -296,6 +297,23 @@ class PhoneCallBatch(Base):
     __table_args__ = (UniqueConstraint("phone_call_id", "placement_request_id"),)
 
 
+class WaitingRequest(Base):
+    """A placement request waiting for its email, with the patient's details. The
+    therapist table holds only ids and times, so that a therapist's state stays small
+    however many requests wait; the details are joined in when the email is made,
+    and the row goes once the request is in an email (or dropped)."""
+
+    __tablename__ = "waiting_requests"
+
+    placement_request_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    therapist_id: Mapped[int] = mapped_column(Integer, index=True)
+    patient_id: Mapped[int] = mapped_column(Integer)
+    registered_at: Mapped[datetime]
+    # Special-category data, as in email_batches.patient.
+    patient: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class JobRun(Base):
     """A scheduled job's run (e.g. the daily call list at 08:00): once per run time,
     across all workers."""
@@ -311,3 +329,4 @@ class JobRun(Base):
 EMAILS = cast(Table, Email.__table__)
 EMAIL_BATCHES = cast(Table, EmailBatch.__table__)
 OUTBOX = cast(Table, OutboxMessage.__table__)
+WAITING_REQUESTS = cast(Table, WaitingRequest.__table__)

@@ -77,7 +77,8 @@ async def test_dropped_connection_and_stall_are_temporary(service: Service):
 
 
 async def test_permanent_failure_stops_at_once_and_releases_the_window(service: Service):
-    service.smtp.handler.responder = scripted({address(3): ["550 5.1.1 mailbox unavailable"]})
+    # The message refused, not the mailbox (that one is suppressed: tests/e2e/test_suppression.py).
+    service.smtp.handler.responder = scripted({address(3): ["554 5.6.0 message content rejected"]})
     await start_with_one_request_each(service, 3)
     alert = await service.wait_event("communication.alert", therapist_id=3)
     assert alert[0]["payload"]["severity"] == "error" and alert[0]["payload"]["code"] == "email_failed"
@@ -85,7 +86,8 @@ async def test_permanent_failure_stops_at_once_and_releases_the_window(service: 
         (1, False, None)
     ]
     rows = service.query("SELECT status, retry_count, error_message FROM emails")
-    assert rows[0][:2] == ("fehlgeschlagen", 1) and "550" in rows[0][2]
+    assert rows[0][:2] == ("fehlgeschlagen", 1) and "554" in rows[0][2]
+    assert service.events("communication.email_suppressed") == []
     assert service.mailbox.to(address(3)) == []
     # A failed email was never delivered: it does not hold the therapist's window, and
     # its request waits for the next email (here after the mailbox was fixed).

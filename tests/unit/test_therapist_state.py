@@ -11,6 +11,7 @@ from domain.decisions import (
     CONTACT_REQUEST,
     FOLLOW_UP,
     DropRequest,
+    KeepRequestDetails,
     SendEmail,
     SettleEmailedRequest,
     SyncDirectory,
@@ -185,11 +186,14 @@ def test_accepted_sends_one_confirmation_outside_the_weekly_window():
 
 def test_accepting_a_pending_request_takes_it_out_of_the_batch():
     state = known_therapist()
-    state.match_created("e1", request(1, T0 - WEEK), T0)
+    [kept] = state.match_created("e1", request(1, T0 - WEEK), T0)
+    # The details go downstream at once; the table keeps ids and times only.
+    assert isinstance(kept, KeepRequestDetails) and kept.request.patient == {"first_name": "X"}
+    assert state.pending[1].patient == {}
     decisions = state.match_status_changed("a1", 1, 1001, "accepted", T0)
     assert decisions[0] == DropRequest(1, 1001, "accepted")
     assert decisions[1].kind == CONFIRMATION
-    assert decisions[1].requests[0].patient == {"first_name": "X"}
+    assert [r.placement_request_id for r in decisions[1].requests] == [1]  # details joined downstream
     assert state.plan_contact_email(T0, WEEK) is None
 
 
@@ -341,7 +345,8 @@ def test_request_refused_while_blocked_can_be_proposed_again():
     assert state.match_created("e1", request(1, T0 - WEEK), T0) == [DropRequest(1, 1001, CONTACT_BLOCKED)]
     assert state.match_created("e1-again", request(1, T0 - WEEK), T0) == [DropRequest(1, 1001, CONTACT_BLOCKED)]
     state.therapist_upserted("t-unblocked", T0 + timedelta(seconds=1), PROFILE, T0)
-    assert state.match_created("e2", request(1, T0 - WEEK), T0) == []  # proposed again: it waits now
+    proposed_again = state.match_created("e2", request(1, T0 - WEEK), T0)
+    assert proposed_again == [KeepRequestDetails(request(1, T0 - WEEK))]  # it waits now
     assert [r.placement_request_id for r in state.plan_contact_email(T0, WEEK).requests] == [1]
 
 

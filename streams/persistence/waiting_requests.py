@@ -1,0 +1,90 @@
+"""The patient details of placement requests waiting for their email.
+
+The therapist table keeps only ids and times (its value is one Kafka record, and
+a sought-after therapist may have hundreds of requests waiting); the details wait
+here, and are joined in when the email is made. A request that was in an email
+before (one that failed, or a confirmation) finds its details in that email's
+batch entry instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from streams.persistence.db import one_of
+from streams.persistence.models import EmailBatch, WaitingRequest
+
+
+def keep(session: Session, command: Mapping[str, Any], now: datetime) -> None:
+    """Store (or replace: a request proposed again may say more) a request's details."""
+    request = command["request"]
+    values = {
+        "placement_request_id": int(request["placement_request_id"]),
+        "therapist_id": int(command["therapist_id"]),
+        "patient_id": int(request["patient_id"]),
+        "registered_at": datetime.fromisoformat(request["registered_at"]),
+        "patient": dict(request.get("patient") or {}),
+        "updated_at": now,
+    }
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(WaitingRequest).values(values)
+    changed = {name: statement.excluded[name] for name in ("therapist_id", "patient_id", "registered_at", "patient")}
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["placement_request_id"], set_={**changed, "updated_at": statement.excluded.updated_at}
+        )
+    )
+
+
+def forget(session: Session, request_ids: Sequence[int]) -> None:
+    if request_ids:
+        session.execute(
+            delete(WaitingRequest)
+            .where(one_of(session, WaitingRequest.placement_request_id, list(request_ids)))
+            .execution_options(synchronize_session=False)
+        )
+
+
+def with_details(session: Session, requests: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The requests, each with its patient details: as given, else from the waiting
+    row, else from the last email the request was in (else none are known)."""
+    filled = [dict(r) for r in requests]
+    missing = [int(r["placement_request_id"]) for r in filled if not r.get("patient")]
+    if not missing:
+        return filled
+    known = _waiting(session, missing)
+    known.update(_last_emailed(session, [r for r in missing if r not in known]))
+    for request in filled:
+        found = known.get(int(request["placement_request_id"]))
+        if not request.get("patient") and found is not None:
+            request["patient"] = found
+    return filled
+
+
+def _waiting(session: Session, request_ids: list[int]) -> dict[int, dict[str, Any]]:
+    rows = session.execute(
+        select(WaitingRequest.placement_request_id, WaitingRequest.patient).where(
+            one_of(session, WaitingRequest.placement_request_id, request_ids)
+        )
+    )
+    return {request_id: dict(patient) for request_id, patient in rows}
+
+
+def _last_emailed(session: Session, request_ids: list[int]) -> dict[int, dict[str, Any]]:
+    if not request_ids:
+        return {}
+    rows = session.execute(
+        select(EmailBatch.placement_request_id, EmailBatch.patient)
+        .where(one_of(session, EmailBatch.placement_request_id, request_ids))
+        .order_by(EmailBatch.id.desc())
+    )
+    found: dict[int, dict[str, Any]] = {}
+    for request_id, patient in rows:
+        found.setdefault(request_id, dict(patient))
+    return found
