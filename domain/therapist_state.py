@@ -412,7 +412,9 @@ class TherapistState:
             return []
         if not same_address(self.profile.email, undeliverable.address):
             return []  # the address changed meanwhile: the next email goes to the new one
-        when = now or datetime.now(UTC)
+        if now is None:
+            raise ValueError("now is needed to record a suppression")  # the domain reads no clock
+        when = now
         self.suppression = Suppression(undeliverable.address, undeliverable.reason, undeliverable.email_id, when)
         decisions: list[Decision] = [
             SuppressAddress(undeliverable.address, undeliverable.reason, undeliverable.email_id, email_key)
