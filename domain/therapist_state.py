@@ -179,11 +179,17 @@ class TherapistState:
     # -- placement requests --------------------------------------------------
 
     def match_created(self, event_id: str, request: PlacementRequest, now: datetime) -> list[Decision]:
+        request_id = request.placement_request_id
+        if request_id in self.pending:
+            # A replay (or the same request proposed again): its details are kept
+            # again, idempotently. The edge does not wait for the broker to take them
+            # before it writes the table, so a crash in between is repaired here.
+            self._replayed(event_id, now)
+            return [KeepRequestDetails(request)] if request.patient else []
         if self._replayed(event_id, now):
             return []
-        request_id = request.placement_request_id
         earlier = self.settled.get(request_id, (None,))[0]
-        if request_id in self.pending or earlier not in (None, REFUSED):
+        if earlier not in (None, REFUSED):
             return []
         # New, or proposed again after the therapist could not be contacted.
         self.settled.pop(request_id, None)

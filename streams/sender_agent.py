@@ -113,8 +113,12 @@ class SenderAgent:
     def _carry_out(self, session: Session, commands: list[dict[str, Any]], now: datetime) -> None:
         """All commands of a batch, in their order, in one transaction."""
         run: list[dict[str, Any]] = []
+        details: list[dict[str, Any]] = []
 
         def store_run() -> None:
+            if details:  # before anything that may need them
+                waiting_requests.keep(session, details, now)
+                details.clear()
             if run:
                 ids = emails.store_send_commands(session, run, self.renderer.render, self.identity, self.channels, now)
                 stored = sum(1 for email_id in ids if email_id is not None)
@@ -125,15 +129,20 @@ class SenderAgent:
         for command in commands:
             kind = command["kind"]
             if kind == "send_email":
+                if details:
+                    store_run()
                 run.append(command)
+                continue
+            if kind == "request_details":
+                if run:
+                    store_run()
+                details.append(command)
                 continue
             store_run()
             if kind == "settle_request":
                 emails.settle_request(session, command, self.channels, now)
             elif kind == "therapist_profile":
                 calls.update_directory(session, command, self.channels, now)
-            elif kind == "request_details":
-                waiting_requests.keep(session, command, now)
             elif kind == "forget_request_details":
                 waiting_requests.forget(session, [int(r) for r in command["placement_request_ids"]])
             elif kind == "book_call":

@@ -269,9 +269,12 @@ class TherapistAgent:
                     }
                     pending.append(await self._send_command(therapist_id, dumps(forget)))
             elif isinstance(decision, KeepRequestDetails):
+                # Not waited for (a wait per event would cost a broker round trip on
+                # the hot path): Faust flushes it before the event's offset is
+                # committed, and a replay of the event sends it again.
                 details = {"kind": "request_details", "therapist_id": therapist_id}
                 details["request"] = request_to_wire(decision.request)
-                pending.append(await self._send_command(therapist_id, dumps(details)))
+                await self._send_command(therapist_id, dumps(details))
             elif isinstance(decision, BookCall):
                 pending.append(await self._book_call(therapist_id, decision))
             elif isinstance(decision, SuppressAddress):

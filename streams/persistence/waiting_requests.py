@@ -21,24 +21,31 @@ from streams.persistence.db import one_of
 from streams.persistence.models import EmailBatch, WaitingRequest
 
 
-def keep(session: Session, command: Mapping[str, Any], now: datetime) -> None:
-    """Store (or replace: a request proposed again may say more) a request's details."""
-    request = command["request"]
-    values = {
-        "placement_request_id": int(request["placement_request_id"]),
-        "therapist_id": int(command["therapist_id"]),
-        "patient_id": int(request["patient_id"]),
-        "registered_at": datetime.fromisoformat(request["registered_at"]),
-        "patient": dict(request.get("patient") or {}),
-        "updated_at": now,
-    }
+def keep(session: Session, commands: Sequence[Mapping[str, Any]], now: datetime) -> None:
+    """Store (or replace: a request proposed again may say more) requests' details,
+    in one statement."""
+    if not commands:
+        return
+    rows: dict[int, dict[str, Any]] = {}
+    for command in commands:  # the last word on a request wins
+        request = command["request"]
+        request_id = int(request["placement_request_id"])
+        rows[request_id] = {
+            "placement_request_id": request_id,
+            "therapist_id": int(command["therapist_id"]),
+            "patient_id": int(request["patient_id"]),
+            "registered_at": datetime.fromisoformat(request["registered_at"]),
+            "patient": dict(request.get("patient") or {}),
+            "updated_at": now,
+        }
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(WaitingRequest).values(values)
-    changed = {name: statement.excluded[name] for name in ("therapist_id", "patient_id", "registered_at", "patient")}
+    statement = dialect.insert(WaitingRequest)
+    changed = {
+        name: statement.excluded[name]
+        for name in ("therapist_id", "patient_id", "registered_at", "patient", "updated_at")
+    }
     session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["placement_request_id"], set_={**changed, "updated_at": statement.excluded.updated_at}
-        )
+        statement.on_conflict_do_update(index_elements=["placement_request_id"], set_=changed), list(rows.values())
     )
 
 

@@ -120,3 +120,36 @@ async def test_with_phone_hours_the_requests_go_to_calls_also_after_a_restart_un
     assert "Pat44" in plain_text(email) and "Pat41" not in plain_text(email)
     assert len(service.events("communication.email_suppressed")) == 1
     assert len(service.events("communication.alert", therapist_id=4)) == 1
+
+
+async def test_suppressions_hold_with_two_workers_and_move_with_the_partitions(service: Service):
+    dead_ones = range(1, 9)  # spread over the four inbox partitions
+    service.smtp.handler.responder = dead(*(address(t) for t in dead_ones))
+    first = await service.up()
+    await service.start_worker()
+    await service.therapists(*(therapist_created(t) for t in [*dead_ones, 11, 12]))
+    await service.matches(*(match_created(t * 10, t, "2026-01-01T10:00:00+01:00") for t in dead_ones))
+    await service.collector.wait_for(
+        lambda: (
+            {e["payload"]["therapist_id"] for e in service.events("communication.email_suppressed")} == set(dead_ones)
+        ),
+        what="every dead address suppressed",
+    )
+
+    first.kill()  # its partitions, and the suppressions in their table entries, move to the survivor
+    await service.matches(*(match_created(t * 10 + 1, t, "2026-01-02T10:00:00+01:00") for t in dead_ones))
+    await service.forwarded("match_created", 16)
+    await batch_runs_pass(service, 11, 12)  # two batch runs on the survivor
+    assert all(attempts_to(service, address(t)) == 1 for t in dead_ones)
+
+    for t in dead_ones:
+        moved = therapist_created(t, email=f"neu{t}@praxis.example")
+        moved["event_type"] = "therapist.updated"
+        await service.therapists(moved)
+    for t in dead_ones:
+        [email] = await service.mailbox.wait_for(f"neu{t}@praxis.example", 1, timeout=40)
+        assert f"Pat{t * 10}" in plain_text(email) and f"Pat{t * 10 + 1}" in plain_text(email)
+    suppressed = {e["event_id"] for e in service.events("communication.email_suppressed")}
+    lifted = {e["event_id"] for e in service.events("communication.email_suppression_lifted")}
+    assert len(suppressed) == len(lifted) == len(dead_ones)  # once each (a replay repeats the same event id)
+    assert all(attempts_to(service, address(t)) == 1 for t in dead_ones)

@@ -356,3 +356,15 @@ def test_a_closed_request_stays_closed_when_proposed_again():
     state.match_status_changed("s1", 1, 1001, "cancelled", T0)
     assert state.match_created("e2", request(1, T0 - WEEK), T0) == []
     assert state.pending == {}
+
+
+def test_a_replayed_match_keeps_its_details_again_while_it_waits():
+    """The edge writes the table without waiting for the details to be taken by the
+    broker; a replay after a crash in between must send them again."""
+    state = known_therapist()
+    first = state.match_created("e1", request(1, T0 - WEEK), T0)
+    again = state.match_created("e1", request(1, T0 - WEEK), T0)
+    assert first == again == [KeepRequestDetails(request(1, T0 - WEEK))]
+    assert again[0].request.patient == {"first_name": "X"}
+    state.plan_contact_email(T0, WEEK)
+    assert state.match_created("e1", request(1, T0 - WEEK), T0) == []  # emailed: nothing to keep
