@@ -21,7 +21,7 @@ from streams.app import Topics
 from streams.broker_retry import PublishRefused, until_published
 from streams.codec import dumps
 from streams.delivery import ThrottledWarning, Wakeups
-from streams.dlq import publish_dead_letter
+from streams.dlq import dead_letter_waiting, publish_dead_letter
 from streams.log_safety import log_failure
 from streams.persistence import calls, commands
 from streams.persistence.db import Database, run_retrying
@@ -102,12 +102,7 @@ class CommandAgent:
                 await self._dead_letter(message, f"internal error: {type(exc).__name__}")
 
     async def _dead_letter(self, message: Any, reason: str) -> None:
-        try:
-            await until_published(
-                lambda: publish_dead_letter(self.topics.dlq, message, reason, self.clock()), self.database_warning
-            )
-        except PublishRefused:
-            log.error("command agent: the broker refused the dead letter too; command skipped")
+        await dead_letter_waiting(self.topics.dlq, message, reason, self.clock(), self.database_warning)
 
     async def refuse(self, rejection: Rejection, key: bytes | None) -> None:
         """Answer a command with ``command_rejected`` (recorded, so a replay is answered once)."""

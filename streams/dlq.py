@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
+
+from streams.broker_retry import PublishRefused, until_published
+
+log = logging.getLogger(__name__)
 
 # A record must itself fit the broker's message limit (1 MB by default, with room
 # for the request's overhead): a value that would make it larger is left out, and
@@ -63,6 +69,30 @@ def _text(raw: bytes | None) -> tuple[str | None, str | None]:
         return raw.decode("utf-8"), None
     except UnicodeDecodeError:
         return base64.b64encode(raw).decode("ascii"), "base64"
+
+
+async def dead_letter_waiting(
+    dlq: Any,
+    message: Any,
+    reason: str,
+    received_at: datetime,
+    warn: Callable[..., None],
+    *,
+    event_id: str | None = None,
+    event_type: str | None = None,
+) -> None:
+    """Dead-letter ``message``, waiting out broker trouble. A record the broker can
+    never take (it is kept small, so this should not happen) is logged and skipped:
+    the stream must go on."""
+    try:
+        await until_published(
+            lambda: publish_dead_letter(dlq, message, reason, received_at, event_id=event_id, event_type=event_type),
+            warn,
+        )
+    except PublishRefused:
+        log.error(
+            "the broker refused the dead letter of %s[%d]@%d; skipped", message.topic, message.partition, message.offset
+        )
 
 
 async def publish_dead_letter(

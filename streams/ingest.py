@@ -17,7 +17,7 @@ from streams.app import Topics
 from streams.broker_retry import PublishRefused, until_published
 from streams.codec import dumps
 from streams.delivery import ThrottledWarning
-from streams.dlq import publish_dead_letter
+from streams.dlq import dead_letter_waiting
 from streams.log_safety import log_failure
 from streams.schemas import (
     MATCHING_EVENTS,
@@ -165,24 +165,14 @@ class IngestAgent:
     async def reject(self, message: Any, rejection: Rejection) -> None:
         # The reason names the field, never its value; the value travels in the record.
         log.warning("dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, rejection.reason)
-        try:
-            await self._dead_letter(message, rejection)
-        except PublishRefused:
-            log.error(
-                "the broker refused the dead letter of %s[%d]@%d", message.topic, message.partition, message.offset
-            )
-
-    async def _dead_letter(self, message: Any, rejection: Rejection) -> None:
-        await until_published(
-            lambda: publish_dead_letter(
-                self.topics.dlq,
-                message,
-                rejection.reason,
-                self.clock(),
-                event_id=rejection.event_id,
-                event_type=rejection.event_type,
-            ),
+        await dead_letter_waiting(
+            self.topics.dlq,
+            message,
+            rejection.reason,
+            self.clock(),
             self.broker_warning,
+            event_id=rejection.event_id,
+            event_type=rejection.event_type,
         )
 
 

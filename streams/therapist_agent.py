@@ -50,7 +50,7 @@ from streams.codec import (
     state_to_wire,
 )
 from streams.delivery import ThrottledWarning
-from streams.dlq import publish_dead_letter
+from streams.dlq import dead_letter_waiting
 from streams.log_safety import log_failure
 from streams.schemas import envelope
 from streams.settings import Settings
@@ -115,11 +115,7 @@ class TherapistAgent:
                 else:
                     log_failure(log, "therapist agent: cannot process an inbox message", exc)
                     reason = f"internal error: {type(exc).__name__}"
-                dead = partial(publish_dead_letter, self.topics.dlq, event.message, reason, self.clock())
-                try:
-                    await until_published(dead, self.broker_warning)
-                except PublishRefused:
-                    log.error("therapist agent: the broker refused the dead letter too; message skipped")
+                await dead_letter_waiting(self.topics.dlq, event.message, reason, self.clock(), self.broker_warning)
 
     async def handle(self, message: Mapping[str, Any], partition: int) -> None:
         kind = message["kind"]
@@ -356,29 +352,18 @@ class TherapistAgent:
             "command_type": rejection.command_type,
             "reason": rejection.reason,
         }
-        document = envelope(
-            "communication.command_rejected",
-            payload,
-            event_id=batching.derived_key("command_rejected", rejection.command_id),
-            occurred_at=self.clock(),
-            causation_id=rejection.command_id,
-        )
-        return await self.topics.events.send(key=str(therapist_id).encode(), value=dumps(document))
+        key = batching.derived_key("command_rejected", rejection.command_id)
+        return await self._event(therapist_id, "communication.command_rejected", payload, key, rejection.command_id)
 
     async def _dropped(self, therapist_id: int, drop: DropRequest, causation: str | None) -> Any:
-        document = envelope(
-            "communication.placement_dropped",
-            {
-                "therapist_id": therapist_id,
-                "placement_request_id": drop.placement_request_id,
-                "patient_id": drop.patient_id,
-                "reason": drop.reason,
-            },
-            event_id=batching.derived_key("placement_dropped", causation, drop.placement_request_id),
-            occurred_at=self.clock(),
-            causation_id=causation,
-        )
-        return await self.topics.events.send(key=str(therapist_id).encode(), value=dumps(document))
+        payload = {
+            "therapist_id": therapist_id,
+            "placement_request_id": drop.placement_request_id,
+            "patient_id": drop.patient_id,
+            "reason": drop.reason,
+        }
+        key = batching.derived_key("placement_dropped", causation, drop.placement_request_id)
+        return await self._event(therapist_id, "communication.placement_dropped", payload, key, causation)
 
 
 def _check_size(state: TherapistState) -> None:

@@ -121,13 +121,17 @@ def _abandon_row(
     email_key: str,
     now: datetime,
     returned: Sequence[Mapping[str, Any]] = (),
+    undeliverable: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Tells the therapist agent that a decided email will not go out, so it stops
     holding the therapist's window for it; ``returned`` are requests that never
-    reached the therapist and wait again for the next email."""
+    reached the therapist and wait again for the next email; ``undeliverable``, that
+    the address itself cannot be reached."""
     body: dict[str, Any] = {"kind": "email_failed", "email_key": email_key}
     if returned:
         body["returned"] = list(returned)
+    if undeliverable is not None:
+        body["undeliverable"] = dict(undeliverable)
     return _feedback_row(channels, therapist_id, body, now)
 
 
@@ -707,21 +711,12 @@ def _failure_rows(
         rows.append(event_row(channels.events, "communication.alert", email.therapist_id, alert, now))
         # A contact email that never arrived: its requests wait for the next one.
         returned = [_batch_as_request(b) for b in email.batches] if email.kind == CONTACT_REQUEST else []
-        row = _abandon_row(channels, email.therapist_id, email.email_key, now, returned)
-        if undeliverable:
-            body: dict[str, Any] = {
-                "kind": "email_failed",
-                "email_key": email.email_key,
-                "undeliverable": {
-                    "address": email.recipient_email,
-                    "reason": email.error_message,
-                    "email_id": email.id,
-                },
-            }
-            if returned:
-                body["returned"] = returned
-            row = _feedback_row(channels, email.therapist_id, body, now)
-        rows.append(row)
+        unreachable = (
+            {"address": email.recipient_email, "reason": email.error_message, "email_id": email.id}
+            if undeliverable
+            else None
+        )
+        rows.append(_abandon_row(channels, email.therapist_id, email.email_key, now, returned, unreachable))
     return rows
 
 
