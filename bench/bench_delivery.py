@@ -40,7 +40,7 @@ import aiosmtplib
 from aiokafka import AIOKafkaProducer
 from bench_common import PRODUCER_MAX_BATCH, add_producer_batch_option, print_medians
 
-from streams.local_broker import LocalBroker, free_port
+from streams.demo.broker import LocalBroker, free_port
 from streams.persistence.db import normalise_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -279,9 +279,9 @@ def rendered_messages(therapists: int) -> list[bytes]:
     """The same kind of message the worker sends, rendered once up front."""
     from zoneinfo import ZoneInfo
 
-    from streams.email_message import OutgoingEmail, build_message, message_id_for
-    from streams.persistence.emails import Identity, email_context
-    from streams.rendering import Renderer
+    from streams.delivery.mime import OutgoingEmail, build_message, message_id_for
+    from streams.email.context import Identity, email_context
+    from streams.email.rendering import Renderer
 
     renderer = Renderer(ZoneInfo("Europe/Berlin"))
     identity = Identity("vermittlung@therapieplatz.example", "Therapieplatz-Vermittlung")

@@ -33,7 +33,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from bench_common import PRODUCER_MAX_BATCH, add_producer_batch_option, print_medians
 
-from streams.local_broker import LocalBroker
+from streams.demo.broker import LocalBroker
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 8

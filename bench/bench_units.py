@@ -19,17 +19,17 @@ from zoneinfo import ZoneInfo
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from streams.email_message import build_message  # noqa: E402
-from streams.persistence import emails, outbox  # noqa: E402
+from streams.delivery.mime import build_message  # noqa: E402
+from streams.email.rendering import Renderer  # noqa: E402
+from streams.persistence import delivery_queue, delivery_results, email_creation, outbox  # noqa: E402
 from streams.persistence.db import Database  # noqa: E402
-from streams.rendering import Renderer  # noqa: E402
 from tests.integration.test_persistence import CHANNELS, IDENTITY, command  # noqa: E402
 from tests.services import postgres_database  # noqa: E402
 
 STORE_BATCH = 100  # as the sender agent stores them
 CLAIM = 50  # COMM_DELIVERY_BATCH_SIZE
-RECORD_GROUP = 8  # streams.delivery.RECORD_GROUP
-RELAY_BATCH = 500  # streams.relay.BATCH
+RECORD_GROUP = 8  # streams.delivery.loop.RECORD_GROUP
+RELAY_BATCH = 500  # streams.delivery.relay.BATCH
 
 
 def cpu(work: Callable[[], object]) -> float:
@@ -49,17 +49,17 @@ def one_round(database: Database, renderer: Renderer, round_: int, n: int) -> di
         )
         for i in range(n)
     ]
-    claimed: list[emails.ClaimedEmail] = []
+    claimed: list[delivery_queue.ClaimedEmail] = []
 
     def store() -> None:
         for at in range(0, n, STORE_BATCH):
             batch = commands[at : at + STORE_BATCH]
-            database.transaction(emails.store_send_commands, batch, renderer.render, IDENTITY, CHANNELS, now)
+            database.transaction(email_creation.store_send_commands, batch, renderer.render, IDENTITY, CHANNELS, now)
 
     def claim() -> None:
         due = now + timedelta(seconds=1)
         while found := database.transaction(
-            emails.claim_due, "bench", due, CLAIM, timedelta(minutes=5), timedelta(days=7)
+            delivery_queue.claim_due, "bench", due, CLAIM, timedelta(minutes=5), timedelta(days=7)
         ):
             claimed.extend(found)
 
@@ -70,7 +70,7 @@ def one_round(database: Database, renderer: Renderer, round_: int, n: int) -> di
     def record() -> None:
         for at in range(0, len(claimed), RECORD_GROUP):
             sent = [(e.id, now) for e in claimed[at : at + RECORD_GROUP]]
-            database.transaction(emails.record_sent_many, sent, CHANNELS)
+            database.transaction(delivery_results.record_sent_many, sent, CHANNELS)
 
     def relay() -> None:
         while pending := database.transaction(outbox.unpublished, RELAY_BATCH):

@@ -15,21 +15,25 @@ from typing import Any
 import faust
 from mode import Service
 
-from streams import app as declarations
+from streams.agents.commands import CommandAgent
+from streams.agents.ingest import matching_ingest, therapist_ingest
+from streams.agents.sender import SenderAgent
+from streams.agents.therapist import TherapistAgent
+from streams.agents.ticks import send_ticks
 from streams.clock import utcnow
-from streams.command_agent import CommandAgent
-from streams.delivery import DeliveryService, Wakeups
-from streams.delivery_process import DeliveryProcess
-from streams.ingest import matching_ingest, therapist_ingest
-from streams.mailer import Mailer, smtp_mailers
+from streams.delivery.loop import DeliveryService
+from streams.delivery.mailer import Mailer, smtp_mailers
+from streams.delivery.process import DeliveryProcess
+from streams.delivery.relay import OutboxRelay
+from streams.delivery.scheduled import ScheduledWork, call_policy
+from streams.delivery.wakeups import Wakeups
+from streams.email.rendering import Renderer
+from streams.kafka.app import create_app
+from streams.kafka.table import declare_therapist_table
+from streams.kafka.topics import declare_topics
 from streams.persistence.db import Database
-from streams.persistence.emails import Channels
-from streams.relay import OutboxRelay
-from streams.rendering import Renderer
-from streams.scheduled_work import ScheduledWork, call_policy
-from streams.sender_agent import SenderAgent
+from streams.persistence.outbox import Channels
 from streams.settings import Settings
-from streams.therapist_agent import TherapistAgent, send_ticks
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +85,9 @@ class ServiceWorker(faust.Worker):  # type: ignore[misc]
 def build_app(services: Services) -> ServiceApp:
     settings = services.settings
     clock = services.clock
-    app = declarations.create_app(settings)
-    topics = declarations.declare_topics(app, settings)
-    table = declarations.declare_therapist_table(app, settings)
+    app = create_app(settings)
+    topics = declare_topics(app, settings)
+    table = declare_therapist_table(app, settings)
     channels = Channels(events=topics.events.get_topic_name(), inbox=topics.inbox.get_topic_name())
 
     app.agent(topics.matching, name="ingest-matching")(matching_ingest(topics, clock, settings))

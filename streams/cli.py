@@ -8,34 +8,13 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from streams.ops.logs import configure_logging, logging_config
 from streams.settings import Settings, SettingsError
 
 log = logging.getLogger("commsvc")
-
-LOG_FORMAT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
-# Framework loggers are noisy at INFO (every service start/stop line).
-QUIET_LOGGERS = ("faust", "mode", "aiokafka", "kafka", "alembic", "aiosmtplib")
-
-
-def logging_config(level: str) -> dict[str, Any]:
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"plain": {"format": LOG_FORMAT}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
-        "root": {"level": level, "handlers": ["stderr"]},
-        "loggers": {name: {"level": "WARNING" if level != "DEBUG" else level} for name in QUIET_LOGGERS},
-    }
-
-
-def configure_logging(level: str) -> None:
-    import logging.config
-
-    logging.config.dictConfig(logging_config(level))
 
 
 def load_settings() -> Settings:
@@ -69,7 +48,7 @@ def migrate_until_done(settings: Settings, *, wait: bool) -> None:
 
 def run_worker(settings: Settings) -> None:
     from streams.bootstrap import Services, ServiceWorker, build_app
-    from streams.kafka_admin import TopicMismatch, ensure_topics
+    from streams.kafka.admin import TopicMismatch, ensure_topics
 
     migrate_until_done(settings, wait=True)
     try:
@@ -115,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     if args.command == "demo":
-        from streams.demo import run_demo
+        from streams.demo.run import run_demo
 
         configure_logging("WARNING")
         raise SystemExit(run_demo(args.output))
@@ -125,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "preview":
         from pathlib import Path
 
-        from streams.preview import run_preview
+        from streams.email.preview import run_preview
 
         written = run_preview(Path(args.out), settings.timezone, settings.template_dir)
         print(f"{len(written)} files written to {Path(args.out).resolve()} (open index.html)")

@@ -114,7 +114,7 @@ class Settings(BaseModel):
     # A directory whose templates take precedence over the packaged ones.
     template_dir: Path | None = Field(None, alias="COMM_TEMPLATE_DIR")
     # Deliver from a child process of the worker, on a core of its own (see
-    # streams/delivery_process.py); false: inside the worker's event loop.
+    # streams/delivery/process.py); false: inside the worker's event loop.
     delivery_process: bool = Field(False, alias="COMM_DELIVERY_PROCESS")
     # SMTP connections a worker sends over at once (one keeps the strict order).
     smtp_connections: int = Field(1, alias="COMM_SMTP_CONNECTIONS", ge=1, le=16)

@@ -39,7 +39,7 @@ class PrivateCluster:
         import subprocess
         import tempfile
 
-        from streams.local_broker import free_port
+        from streams.demo.broker import free_port
 
         self._subprocess = subprocess
         self.bindir = subprocess.run(

@@ -152,6 +152,6 @@ def one_of(
 
 def alembic_config(connection: Any = None) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(resources.files("streams.migrations")))
+    config.set_main_option("script_location", str(resources.files("streams.persistence.migrations")))
     config.attributes["connection"] = connection
     return config

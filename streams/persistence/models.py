@@ -31,6 +31,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from domain.calls import CallStatus
 from domain.email_status import EmailStatus
+from domain.placement import PlacementRequest
 
 __all__ = [
     "Base",
@@ -183,6 +184,12 @@ class EmailBatch(Base):
     email: Mapped[Email] = relationship(back_populates="batches")
 
     __table_args__ = (UniqueConstraint("email_id", "placement_request_id"),)
+
+    def as_request(self) -> PlacementRequest:
+        """The placement request as this email described it."""
+        return PlacementRequest(
+            self.placement_request_id, self.patient_id, self.registered_at or self.created_at, dict(self.patient)
+        )
 
 
 class OutboxMessage(Base):

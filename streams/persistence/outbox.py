@@ -17,10 +17,19 @@ from sqlalchemy import Insert, delete, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from streams.codec import dumps
+from streams.messages.codec import dumps
+from streams.messages.envelope import envelope
+from streams.messages.internal import Feedback, encode
 from streams.persistence.db import one_of
 from streams.persistence.models import OUTBOX, Lease, OutboxMessage
-from streams.schemas import envelope
+
+
+@dataclass(frozen=True)
+class Channels:
+    """Where the outbox sends what a unit of work reports."""
+
+    events: str  # communication-events (public)
+    inbox: str  # the therapist agent's inbox (internal feedback)
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,11 @@ class PendingMessage:
 def message_row(topic: str, key: str | None, value: bytes | str, now: datetime) -> dict[str, Any]:
     text = value.decode("utf-8") if isinstance(value, bytes) else value
     return {"topic": topic, "key": key, "value": text, "created_at": now}
+
+
+def inbox_row(channels: Channels, message: Feedback, now: datetime) -> dict[str, Any]:
+    """A message to the therapist agent's inbox (internal feedback from the database side)."""
+    return message_row(channels.inbox, str(message.therapist_id), encode(message), now)
 
 
 def add_rows(session: Session, rows: Sequence[dict[str, Any]]) -> None:

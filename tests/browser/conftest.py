@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.preview import run_preview
+from streams.email.preview import run_preview
 from tests.browser.cdp import Chromium
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from streams.preview import preview_cases
-from streams.rendering import Renderer
+from streams.email.preview import preview_cases
+from streams.email.rendering import Renderer
 from tests.browser.cdp import Chromium
 
 PAGES = [case.name for case in preview_cases()] + ["index"]

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from streams.html_text import ALLOWED_ATTRIBUTES, ALLOWED_TAGS, LINK_REL, clean_html
+from streams.email.sanitiser import ALLOWED_ATTRIBUTES, ALLOWED_TAGS, LINK_REL, clean_html
 from tests.browser.cdp import Chromium, Page
 from tests.xss_corpus import NAMES, payloads, url_is_allowed
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from streams.local_broker import LocalBroker
+from streams.demo.broker import LocalBroker
 from tests.e2e.harness import Service, open_service
 
 pytestmark = pytest.mark.e2e

@@ -21,8 +21,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import create_engine, text
 
-from streams.local_broker import LocalBroker
-from streams.smtp_capture import Received, SmtpCapture
+from streams.demo.broker import LocalBroker
+from streams.demo.smtp_capture import Received, SmtpCapture
 from tests.events import envelope
 from tests.services import postgres_database
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.smtp_capture import Received
+from streams.demo.smtp_capture import Received
 from tests.e2e.harness import Service, plain_text
 from tests.events import match_created, match_status_changed, therapist_created
 

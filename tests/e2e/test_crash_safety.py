@@ -10,7 +10,7 @@ from collections import defaultdict
 
 import pytest
 
-from streams.delivery import resend_bound
+from streams.delivery.loop import resend_bound
 from tests.e2e.harness import plain_text
 from tests.events import match_created, therapist_created
 

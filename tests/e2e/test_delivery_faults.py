@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from streams.smtp_capture import DROP, STALL, Received
+from streams.demo.smtp_capture import DROP, STALL, Received
 from tests.e2e.harness import Service, plain_text
 from tests.events import match_created, therapist_created
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from streams.local_broker import LocalBroker
+from streams.demo.broker import LocalBroker
 from tests.e2e.harness import Service
 from tests.events import match_created, therapist_created
 from tests.services import PrivateCluster

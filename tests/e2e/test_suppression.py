@@ -4,7 +4,7 @@ else they wait), and a new address or staff lift the suppression."""
 
 from __future__ import annotations
 
-from streams.smtp_capture import Received
+from streams.demo.smtp_capture import Received
 from tests.e2e.harness import Service, plain_text
 from tests.events import match_created, therapist_created
 

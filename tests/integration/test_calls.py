@@ -13,7 +13,18 @@ import pytest
 from sqlalchemy import select
 
 from domain.schedule import parse_cron
-from streams.persistence import calls, commands, emails
+from streams.persistence import (
+    call_booking,
+    call_commands,
+    call_jobs,
+    commands,
+    delivery_queue,
+    delivery_results,
+    email_commands,
+    email_creation,
+    settled_requests,
+)
+from streams.persistence.directory import update_directory
 from streams.persistence.models import Email, EmailBatch, OutboxMessage, PhoneCall
 from tests.integration.test_persistence import CHANNELS, IDENTITY, command, render
 
@@ -21,7 +32,7 @@ BERLIN = ZoneInfo("Europe/Berlin")
 # Monday 23 November 2026, 09:00 Berlin
 MONDAY = datetime(2026, 11, 23, 9, 0, tzinfo=BERLIN)
 HOURS = {"monday": [{"start": "10:00", "end": "11:00"}], "tuesday": [{"start": "14:00", "end": "15:00"}]}
-POLICY = calls.CallPolicy(
+POLICY = call_booking.CallPolicy(
     slot=timedelta(minutes=5),
     min_notice=timedelta(hours=1),
     horizon=timedelta(weeks=4),
@@ -33,8 +44,8 @@ POLICY = calls.CallPolicy(
     daily_call_list=parse_cron("0 8 * * *", BERLIN),
 )
 HANDLERS = {
-    **commands.HANDLERS,
-    **{name: partial(handler, policy=POLICY) for name, handler in calls.CALL_HANDLERS.items()},
+    **email_commands.HANDLERS,
+    **{name: partial(handler, policy=POLICY) for name, handler in call_commands.CALL_HANDLERS.items()},
 }
 
 
@@ -49,7 +60,7 @@ def directory(database, therapist_id, availability=HOURS, **changes):
         "availability": availability,
         **changes,
     }
-    database.transaction(calls.update_directory, {"therapist_id": therapist_id, "profile": profile}, CHANNELS, MONDAY)
+    database.transaction(update_directory, {"therapist_id": therapist_id, "profile": profile}, CHANNELS, MONDAY)
 
 
 def sent_email(database, therapist_id, request_ids, sent_at):
@@ -58,9 +69,9 @@ def sent_email(database, therapist_id, request_ids, sent_at):
         therapist_id=therapist_id,
         requests=[(r, "2026-01-01T10:00:00+00:00") for r in request_ids],
     )
-    email_id = database.transaction(emails.store_send_commands, [cmd], render, IDENTITY, CHANNELS, sent_at)[0]
-    database.transaction(emails.claim_due, "w", sent_at, 100, timedelta(seconds=60), timedelta(seconds=1))
-    database.transaction(emails.record_sent_many, [(email_id, sent_at)], CHANNELS)
+    email_id = database.transaction(email_creation.store_send_commands, [cmd], render, IDENTITY, CHANNELS, sent_at)[0]
+    database.transaction(delivery_queue.claim_due, "w", sent_at, 100, timedelta(seconds=60), timedelta(seconds=1))
+    database.transaction(delivery_results.record_sent_many, [(email_id, sent_at)], CHANNELS)
     return email_id
 
 
@@ -76,7 +87,7 @@ def outbox(database, event_type=None, topic=None):
 
 
 def follow_up(database, now):
-    return database.transaction(calls.next_follow_up, POLICY, CHANNELS, now)
+    return database.transaction(call_jobs.next_follow_up, POLICY, CHANNELS, now)
 
 
 def test_follow_up_call_for_exactly_the_open_requests(database):
@@ -128,9 +139,9 @@ def test_without_availability_a_follow_up_email_is_handed_to_the_therapist_agent
 
 def test_no_free_slot_raises_an_alert_and_falls_back_to_an_email(database):
     directory(database, 4, availability={"monday": [{"start": "10:00", "end": "10:05"}]})
-    tight = calls.CallPolicy(**{**POLICY.__dict__, "horizon": timedelta(hours=3)})
+    tight = call_booking.CallPolicy(**{**POLICY.__dict__, "horizon": timedelta(hours=3)})
     sent_email(database, 4, [41], MONDAY - timedelta(days=7))
-    database.transaction(calls.next_follow_up, tight, CHANNELS, MONDAY + timedelta(hours=1))  # 10:00 is past notice
+    database.transaction(call_jobs.next_follow_up, tight, CHANNELS, MONDAY + timedelta(hours=1))  # 10:00 is past notice
     [alert] = outbox(database, "communication.alert")
     assert alert["payload"]["code"] == "no_call_slot"
     assert [m["kind"] for m in outbox(database, topic="inbox") if m.get("kind") == "follow_up_email"] == [
@@ -174,8 +185,8 @@ def test_schedule_explicitly_or_next_free_and_conflicts(database):
 def test_capacity_counts_calls_of_all_therapists(database):
     directory(database, 6)
     directory(database, 7)
-    one_at_a_time = calls.CallPolicy(**{**POLICY.__dict__, "capacity": 1})
-    handlers = {name: partial(handler, policy=one_at_a_time) for name, handler in calls.CALL_HANDLERS.items()}
+    one_at_a_time = call_booking.CallPolicy(**{**POLICY.__dict__, "capacity": 1})
+    handlers = {name: partial(handler, policy=one_at_a_time) for name, handler in call_commands.CALL_HANDLERS.items()}
     for therapist_id in (6, 7):
         stored = commands.Command(
             f"cap-{therapist_id}",
@@ -271,7 +282,7 @@ def test_reminders_once_per_call_time_never_for_cancelled_calls(database):
     schedule(database, 10, [102])
     first, second = (p["payload"] for p in outbox(database, "communication.phone_call_scheduled"))
     at = datetime.fromisoformat(first["scheduled_at"])
-    remind = lambda now: database.transaction(calls.send_reminders, POLICY, CHANNELS, now)  # noqa: E731
+    remind = lambda now: database.transaction(call_jobs.send_reminders, POLICY, CHANNELS, now)  # noqa: E731
     assert remind(at - timedelta(minutes=15, seconds=1)) == 0
     run(database, "communication.cancel_phone_call", {"phone_call_id": second["phone_call_id"], "reason": "erledigt"})
     assert remind(at - timedelta(minutes=15)) == 1  # the first call only: the second was cancelled
@@ -295,7 +306,7 @@ def test_daily_call_list_once_per_day_with_the_days_calls_in_order(database):
     schedule(database, 11, [111], datetime(2026, 11, 23, 10, 30, tzinfo=BERLIN))
     schedule(database, 11, [112], datetime(2026, 11, 23, 10, 10, tzinfo=BERLIN))
     schedule(database, 11, [113], datetime(2026, 11, 24, 14, 0, tzinfo=BERLIN))
-    daily = lambda now: database.transaction(calls.daily_call_list, POLICY, CHANNELS, now)  # noqa: E731
+    daily = lambda now: database.transaction(call_jobs.daily_call_list, POLICY, CHANNELS, now)  # noqa: E731
     assert daily(MONDAY)  # the 08:00 run of Monday, done at 09:00 (late is better than never)
     assert not daily(MONDAY + timedelta(hours=3))
     [listed] = outbox(database, "communication.daily_call_list")
@@ -311,7 +322,7 @@ def test_daily_call_list_once_per_day_with_the_days_calls_in_order(database):
 def test_deleting_a_therapist_cancels_their_calls(database):
     directory(database, 12)
     schedule(database, 12, [121])
-    database.transaction(calls.update_directory, {"therapist_id": 12, "deleted": True}, CHANNELS, MONDAY)
+    database.transaction(update_directory, {"therapist_id": 12, "deleted": True}, CHANNELS, MONDAY)
     [cancelled] = outbox(database, "communication.phone_call_cancelled")
     assert cancelled["payload"]["reason"] == "therapist_deleted"
     assert schedule(database, 12, [1]) == "rejected"
@@ -330,7 +341,9 @@ def test_closed_or_answered_requests_leave_the_booked_call(database):
     email_id = sent_email(database, 13, [131, 132, 133], MONDAY - timedelta(days=7))
     follow_up(database, MONDAY)
     call_id = outbox(database, "communication.phone_call_scheduled")[-1]["payload"]["phone_call_id"]
-    database.transaction(emails.settle_request, {"placement_request_id": 131, "status": "withdrawn"}, CHANNELS, MONDAY)
+    database.transaction(
+        settled_requests.settle_request, {"placement_request_id": 131, "status": "withdrawn"}, CHANNELS, MONDAY
+    )
     [updated] = outbox(database, "communication.phone_call_updated")
     assert updated["payload"]["placement_request_ids"] == [132, 133]
     assert updated["payload"]["removed_placement_request_ids"] == [131]

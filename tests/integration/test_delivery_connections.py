@@ -11,12 +11,13 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import func, select
 
-from streams.delivery import DeliveryService, Wakeups
-from streams.local_broker import free_port
-from streams.mailer import SmtpMailer
+from streams.delivery.loop import DeliveryService
+from streams.delivery.mailer import SmtpMailer
+from streams.delivery.wakeups import Wakeups
+from streams.demo.broker import free_port
+from streams.demo.smtp_capture import SmtpCapture
 from streams.persistence.models import Email, EmailStatus, OutboxMessage
 from streams.settings import Settings
-from streams.smtp_capture import SmtpCapture
 from tests.integration.test_persistence import CHANNELS, command, store
 
 EMAILS = 30

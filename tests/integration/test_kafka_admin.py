@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from streams.kafka_admin import TopicMismatch, bootstrap_servers, ensure_topics
-from streams.local_broker import LocalBroker
+from streams.demo.broker import LocalBroker
+from streams.kafka.admin import TopicMismatch, bootstrap_servers, ensure_topics
 from streams.settings import Settings
 
 

@@ -7,10 +7,10 @@ from email import message_from_bytes, policy
 
 import pytest
 
-from streams.email_message import OutgoingEmail, build_message, message_id_for
-from streams.mailer import SendError, SmtpMailer
+from streams.delivery.mailer import SendError, SmtpMailer
+from streams.delivery.mime import OutgoingEmail, build_message, message_id_for
+from streams.demo.smtp_capture import CaptureHandler, SmtpCapture
 from streams.settings import Settings
-from streams.smtp_capture import CaptureHandler, SmtpCapture
 
 SENT_AT = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
@@ -111,7 +111,7 @@ async def test_failures_are_classified(smtp, reply, temporary):
 
 
 async def test_unreachable_server_is_a_temporary_failure():
-    from streams.local_broker import free_port
+    from streams.demo.broker import free_port
 
     mailer = SmtpMailer(
         Settings.from_environ(

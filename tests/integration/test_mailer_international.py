@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from streams.email_message import OutgoingEmail, build_message, message_id_for
-from streams.mailer import SendError, SmtpMailer
+from streams.delivery.mailer import SendError, SmtpMailer
+from streams.delivery.mime import OutgoingEmail, build_message, message_id_for
+from streams.demo.smtp_capture import CaptureHandler, SmtpCapture
 from streams.settings import Settings
-from streams.smtp_capture import CaptureHandler, SmtpCapture
 
 SENT_AT = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 

@@ -14,10 +14,10 @@ import pytest
 import trustme
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from streams.email_message import OutgoingEmail, build_message
-from streams.mailer import SendError, SmtpMailer, SmtpUnavailable
+from streams.delivery.mailer import SendError, SmtpMailer, SmtpUnavailable
+from streams.delivery.mime import OutgoingEmail, build_message
+from streams.demo.smtp_capture import SmtpCapture
 from streams.settings import Settings
-from streams.smtp_capture import SmtpCapture
 
 PASSWORD = "geheimes-Passwort-7f3a"
 SENT_AT = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)

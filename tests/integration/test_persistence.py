@@ -9,16 +9,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from streams.mailer import SendError
-from streams.persistence import emails, outbox
+from streams.delivery.mailer import SendError
+from streams.email import context
+from streams.email.rendering import RenderedEmail, RenderError
+from streams.persistence import delivery_queue, delivery_results, email_creation, outbox
 from streams.persistence.models import Email, EmailBatch, EmailStatus, OutboxMessage
-from streams.rendering import RenderedEmail, RenderError
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 WEEK = timedelta(days=7)
-CHANNELS = emails.Channels(events="communication-events", inbox="inbox")
-IDENTITY = emails.Identity("vermittlung@therapieplatz.example", "Therapieplatz-Vermittlung")
-POLICY = emails.RetryPolicy(max_attempts=3, base=timedelta(seconds=30), cap=timedelta(hours=1))
+CHANNELS = outbox.Channels(events="communication-events", inbox="inbox")
+IDENTITY = context.Identity("vermittlung@therapieplatz.example", "Therapieplatz-Vermittlung")
+POLICY = delivery_results.RetryPolicy(max_attempts=3, base=timedelta(seconds=30), cap=timedelta(hours=1))
 
 
 def render(template, context, therapist_id=None):
@@ -66,7 +67,7 @@ def command(
 
 
 def store(database, cmd, now=NOW, renderer=render):
-    return database.transaction(emails.store_send_commands, [cmd], renderer, IDENTITY, CHANNELS, now)[0]
+    return database.transaction(email_creation.store_send_commands, [cmd], renderer, IDENTITY, CHANNELS, now)[0]
 
 
 def published(database, topic=None):
@@ -119,7 +120,7 @@ def test_a_run_of_commands_is_stored_in_order_with_one_insert_each(database):
         for n in range(1, 6)
     ]
     commands.insert(3, commands[1])  # a replay inside the run
-    ids = database.transaction(emails.store_send_commands, commands, render, IDENTITY, CHANNELS, NOW)
+    ids = database.transaction(email_creation.store_send_commands, commands, render, IDENTITY, CHANNELS, NOW)
     assert ids[3] is None
     created = [i for i in ids if i is not None]
     assert created == sorted(created) and len(set(created)) == 5, "ids follow the order of the commands"
@@ -185,7 +186,7 @@ def test_broken_therapist_template_raises_an_alert_but_the_email_goes_out(databa
 
 
 def claim(database, now=NOW, worker="w1", limit=10):
-    return database.transaction(emails.claim_due, worker, now, limit, timedelta(seconds=60), WEEK)
+    return database.transaction(delivery_queue.claim_due, worker, now, limit, timedelta(seconds=60), WEEK)
 
 
 def test_claims_go_by_priority_then_longest_waiting(database):
@@ -207,7 +208,7 @@ def test_expired_claim_is_taken_over_with_the_same_message_id(database):
 def test_weekly_rule_is_checked_again_against_what_was_sent(database):
     store(database, command("k1", requests=((1, "2026-01-01T10:00:00+00:00"),)))
     sent = claim(database)[0]
-    database.transaction(emails.record_sent_many, [(sent.id, NOW)], CHANNELS)
+    database.transaction(delivery_results.record_sent_many, [(sent.id, NOW)], CHANNELS)
     store(database, command("k2", requests=((2, "2026-01-02T10:00:00+00:00"),)), now=NOW + timedelta(days=1))
     assert claim(database, now=NOW + timedelta(days=1)) == []
     held = database.transaction(lambda s: s.scalars(select(Email).where(Email.email_key == "k2")).one())
@@ -223,7 +224,7 @@ def test_two_limited_emails_for_one_therapist_never_leave_together(database):
 
 def test_unlimited_emails_ignore_the_weekly_rule(database):
     store(database, command("k1"))
-    database.transaction(emails.record_sent_many, [(claim(database)[0].id, NOW)], CHANNELS)
+    database.transaction(delivery_results.record_sent_many, [(claim(database)[0].id, NOW)], CHANNELS)
     store(database, command("c1", kind="confirmation", template="confirmation", limited=False))
     assert [c.email_key for c in claim(database, now=NOW + timedelta(minutes=1))] == ["c1"]
 
@@ -231,8 +232,8 @@ def test_unlimited_emails_ignore_the_weekly_rule(database):
 def test_sent_is_recorded_once_with_its_events(database):
     email_id = store(database, command("k1"))
     claim(database)
-    database.transaction(emails.record_sent_many, [(email_id, NOW)], CHANNELS)
-    database.transaction(emails.record_sent_many, [(email_id, NOW + timedelta(seconds=5))], CHANNELS)
+    database.transaction(delivery_results.record_sent_many, [(email_id, NOW)], CHANNELS)
+    database.transaction(delivery_results.record_sent_many, [(email_id, NOW + timedelta(seconds=5))], CHANNELS)
     email = database.transaction(lambda s: s.get(Email, email_id))
     assert (email.status, email.sent_at, email.claimed_by) == (EmailStatus.SENT, NOW, None)
     sent_events = [
@@ -250,7 +251,7 @@ def test_temporary_failures_retry_with_backoff_then_fail_for_good(database):
         claimed = claim(database, now=now)
         assert [c.id for c in claimed] == [email_id]
         retry = database.transaction(
-            emails.record_failure,
+            delivery_results.record_failure,
             email_id,
             SendError("451 try later", temporary=True, code=451),
             now,
@@ -266,7 +267,13 @@ def test_temporary_failures_retry_with_backoff_then_fail_for_good(database):
         now = email.next_attempt_at
     claim(database, now=now)
     assert not database.transaction(
-        emails.record_failure, email_id, SendError("451 try later", temporary=True), now, POLICY, CHANNELS, 0.5
+        delivery_results.record_failure,
+        email_id,
+        SendError("451 try later", temporary=True),
+        now,
+        POLICY,
+        CHANNELS,
+        0.5,
     )
     email = database.transaction(lambda s: s.get(Email, email_id))
     assert (email.status, email.retry_count, email.error_message) == (EmailStatus.FAILED, 3, "451 try later")
@@ -284,7 +291,7 @@ def test_permanent_failure_stops_at_once(database):
     email_id = store(database, command("k1"))
     claim(database)
     assert not database.transaction(
-        emails.record_failure,
+        delivery_results.record_failure,
         email_id,
         SendError("550 no such user", temporary=False, code=550),
         NOW,
@@ -386,15 +393,19 @@ def test_a_claim_taken_over_is_no_longer_held(database):
     email_id = store(database, command("k1"))
     claim(database, worker="a")
     lease = timedelta(seconds=60)
-    assert database.transaction(emails.renew_claims, [email_id], "a", NOW + timedelta(seconds=30), lease) == {email_id}
+    assert database.transaction(delivery_queue.renew_claims, [email_id], "a", NOW + timedelta(seconds=30), lease) == {
+        email_id
+    }
     claim(database, worker="b", now=NOW + timedelta(seconds=91))  # a's claim ran out, b took over
-    assert database.transaction(emails.renew_claims, [email_id], "a", NOW + timedelta(seconds=92), lease) == set()
+    assert (
+        database.transaction(delivery_queue.renew_claims, [email_id], "a", NOW + timedelta(seconds=92), lease) == set()
+    )
 
 
 def test_a_deleted_therapist_gets_none_of_the_emails_still_waiting(database):
     store(database, command("k1"))
     store(database, command("c1", kind="confirmation", template="confirmation", limited=False))
-    database.transaction(emails.fail_unsent, 7, "therapist deleted: no further contact", CHANNELS, NOW)
+    database.transaction(delivery_results.fail_unsent, 7, "therapist deleted: no further contact", CHANNELS, NOW)
     statuses = database.transaction(lambda s: [(e.status, e.error_message) for e in s.scalars(select(Email))])
     assert statuses == [(EmailStatus.FAILED, "therapist deleted: no further contact")] * 2
     assert claim(database) == []

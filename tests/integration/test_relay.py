@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from sqlalchemy import select
 
+from streams.delivery.relay import LEASE, OutboxRelay
 from streams.persistence import outbox
 from streams.persistence.models import Lease, OutboxMessage
-from streams.relay import LEASE, OutboxRelay
 from streams.settings import Settings
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)

@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from streams.preview import preview_cases, run_preview
-from streams.rendering import RenderedEmail, Renderer, RenderError, one_line
+from streams.email.preview import preview_cases, run_preview
+from streams.email.rendering import RenderedEmail, Renderer, RenderError, one_line
 
 BERLIN = ZoneInfo("Europe/Berlin")
 TEMPLATES = ("initial_contact", "batch_request", "follow_up", "confirmation")

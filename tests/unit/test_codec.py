@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from domain.placement import PlacementRequest
 from domain.therapist import TherapistProfile
 from domain.therapist_state import InFlightEmail, TherapistState
-from streams.codec import STATE_CODEC, register_state_codec, state_from_wire, state_to_wire
+from streams.messages.codec import STATE_CODEC, register_state_codec, state_from_wire, state_to_wire
 
 instants = st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.just(UTC))
 requests = st.builds(

@@ -1,5 +1,5 @@
 """The consumer fetches again whatever a rebalance stops a batch from handing on
-(streams/consumer_fix.py); the end-to-end scale-out test shows it on the broker."""
+(streams/kafka/rewinding_consumer.py); the end-to-end scale-out test shows it on the broker."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 from faust.transport.utils import DefaultSchedulingStrategy
 from faust.types import TP
 
-from streams.consumer_fix import RewindingConsumer, rewind_plan
+from streams.kafka.rewinding_consumer import RewindingConsumer, rewind_plan
 
 Record = namedtuple("Record", "offset")
 CHANGELOG = TP("app-therapists-changelog", 2)

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from streams.demo import INTERVAL, Demo, Observed, summary_checks
+from streams.demo.observed import Observed
+from streams.demo.run import Demo
+from streams.demo.scenario import INTERVAL
+from streams.demo.summary import summary_checks
 
 NAMES = {1: "Eva Müller", 6: "Alex Kaya", 10: "Stefan Richter", 12: "Paul Neumann"}
 T0 = "2026-11-23T09:00:00+00:00"

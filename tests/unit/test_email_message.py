@@ -17,10 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.addresses import AddressError, ascii_domain, needs_smtputf8, smtp_address
-from streams.email_message import OutgoingEmail, _header, build_message, message_id_for
-from streams.mailer import classify
-from streams.rendering import one_line
+from streams.delivery.addresses import AddressError, ascii_domain, needs_smtputf8, smtp_address
+from streams.delivery.mailer import classify
+from streams.delivery.mime import OutgoingEmail, _header, build_message, message_id_for
+from streams.email.rendering import one_line
 
 SMTP_COMPAT = compat32.clone(linesep="\r\n")
 BOUNDARY = re.compile(rb"={15}\d{19}==")

@@ -8,7 +8,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from streams.html_text import ALLOWED_ATTRIBUTES, ALLOWED_TAGS, LINK_REL, clean_html, html_to_text
+from streams.email.html_text import html_to_text
+from streams.email.sanitiser import ALLOWED_ATTRIBUTES, ALLOWED_TAGS, LINK_REL, clean_html
 from tests.xss_corpus import LEAK, NAMES, payloads, url_is_allowed
 
 CORPUS = payloads()

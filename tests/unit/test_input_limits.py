@@ -10,10 +10,11 @@ import pytest
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 from faust.exceptions import ProducerSendError
 
-from streams.broker_retry import PublishRefused, until_published
-from streams.dlq import MAX_RECORD_BYTES, dead_letter
-from streams.ingest import IngestAgent, InputLimits, therapist_message
-from streams.schemas import MATCHING_EVENTS, THERAPIST_EVENTS, InputEvent, Rejection, parse_input
+from streams.agents.ingest import IngestAgent, InputLimits, therapist_message
+from streams.kafka.dead_letters import MAX_RECORD_BYTES, dead_letter
+from streams.kafka.publishing import PublishRefused, until_published
+from streams.messages.inputs import MATCHING_EVENTS, THERAPIST_EVENTS
+from streams.messages.parsing import InputEvent, Rejection, parse_input
 from tests.events import encode, envelope, match_created, therapist_created
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)

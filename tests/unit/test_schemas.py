@@ -6,8 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from streams.dlq import dead_letter
-from streams.schemas import MATCHING_EVENTS, THERAPIST_EVENTS, InputEvent, Rejection, parse_input
+from streams.kafka.dead_letters import dead_letter
+from streams.messages.inputs import MATCHING_EVENTS, THERAPIST_EVENTS
+from streams.messages.parsing import InputEvent, Rejection, parse_input
 
 
 def event(event_type, payload, **envelope):
@@ -126,7 +127,7 @@ def test_dead_letter_keeps_the_original_bytes():
     assert binary["key"] is None
 
 
-from streams.schemas import COMMANDS  # noqa: E402
+from streams.messages.commands import COMMANDS  # noqa: E402
 
 
 @pytest.mark.parametrize(

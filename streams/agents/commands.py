@@ -1,0 +1,174 @@
+"""The command agent: ``communication-commands`` in (CONTRACT §3).
+
+Thin: validate (malformed -> DLQ), then either hand the command to the therapist
+agent (``create_email`` needs the therapist's directory entry and weekly window)
+or carry it out on the stored emails in one transaction (streams.persistence.commands),
+retrying while the database is unavailable so that no command is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+import faust
+
+from streams.delivery.wakeups import Wakeups
+from streams.kafka.dead_letters import dead_letter_waiting, publish_dead_letter
+from streams.kafka.publishing import PublishRefused, until_published
+from streams.kafka.topics import Topics
+from streams.messages.codec import dumps
+from streams.messages.commands import COMMANDS
+from streams.messages.parsing import InputEvent, Rejection, parse_input
+from streams.ops.logs import ThrottledWarning, log_failure
+from streams.persistence import call_booking, call_commands, commands, email_commands
+from streams.persistence.db import Database, run_retrying
+from streams.persistence.outbox import Channels
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Commands that need the therapist agent's state, and the inbox message kind for each.
+VIA_THERAPIST = {
+    "communication.create_email": "create_email",
+    "communication.lift_email_suppression": "lift_email_suppression",
+}
+
+
+class CommandAgent:
+    def __init__(
+        self,
+        topics: Topics,
+        database: Database,
+        channels: Channels,
+        wakeups: Wakeups,
+        clock: Callable[[], datetime],
+        policy: call_booking.CallPolicy,
+        settings: Settings,
+    ) -> None:
+        # The call commands need the booking rules (slot, notice, horizon, capacity, attempts).
+        self.handlers: dict[str, commands.Handler] = {
+            **email_commands.HANDLERS,
+            **{name: partial(handler, policy=policy) for name, handler in call_commands.CALL_HANDLERS.items()},
+        }
+        self.topics = topics
+        self.database = database
+        self.channels = channels
+        self.wakeups = wakeups
+        self.clock = clock
+        self.max_bytes = settings.max_command_bytes
+        self.database_warning = ThrottledWarning(log)
+
+    async def __call__(self, stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            message = event.message
+            try:
+                parsed = parse_input(
+                    message.value, COMMANDS, max_bytes=self.max_bytes, limit_name="COMM_MAX_COMMAND_BYTES"
+                )
+                if isinstance(parsed, Rejection) and _answerable(parsed, message.value, self.max_bytes):
+                    # Well-formed but too large (e.g. an image pasted into body_html):
+                    # the sender is answered, as for any command that cannot be carried out.
+                    await self.refuse(parsed, message.key)
+                    continue
+                if isinstance(parsed, Rejection):
+                    log.warning(
+                        "dead-lettered command %s[%d]@%d: %s",
+                        message.topic,
+                        message.partition,
+                        message.offset,
+                        parsed.reason,
+                    )
+                    await publish_dead_letter(
+                        self.topics.dlq,
+                        message,
+                        parsed.reason,
+                        self.clock(),
+                        event_id=parsed.event_id,
+                        event_type=parsed.event_type,
+                    )
+                    continue
+                await self.carry_out(parsed, message.key)
+            except asyncio.CancelledError:
+                raise
+            except PublishRefused as refused:
+                log.warning("command agent: %s", refused)
+                await self._dead_letter(message, f"internal error: {refused}")
+            except Exception as exc:
+                log_failure(log, "command agent: cannot carry out a command", exc)
+                await self._dead_letter(message, f"internal error: {type(exc).__name__}")
+
+    async def _dead_letter(self, message: Any, reason: str) -> None:
+        await dead_letter_waiting(self.topics.dlq, message, reason, self.clock(), self.database_warning)
+
+    async def refuse(self, rejection: Rejection, key: bytes | None) -> None:
+        """Answer a command with ``command_rejected`` (recorded, so a replay is answered once)."""
+        assert rejection.event_id is not None and rejection.event_type is not None
+        log.warning("command %s (%s) rejected: %s", rejection.event_id, rejection.event_type, rejection.reason)
+        stored = commands.Command(rejection.event_id, rejection.event_type, {}, _therapist_of(key))
+
+        def reject(*_: Any) -> list[dict[str, Any]]:
+            raise commands.Rejected(rejection.reason)
+
+        await run_retrying(
+            self.database,
+            commands.execute,
+            stored,
+            self.channels,
+            self.clock(),
+            {rejection.event_type: reject},
+            warn=lambda message, *args: self.database_warning("command agent: " + message, *args),
+        )
+        self.wakeups.work_added()
+
+    async def carry_out(self, command: InputEvent, key: bytes | None) -> None:
+        payload: dict[str, Any] = command.payload.model_dump(mode="json", exclude_none=True)
+        if command.event_type in VIA_THERAPIST:
+            therapist_id = payload["therapist_id"]
+            forwarded = {
+                "kind": VIA_THERAPIST[command.event_type],
+                "event_id": command.event_id,
+                "therapist_id": therapist_id,
+                "command": payload,
+            }
+            await until_published(
+                lambda: self.topics.inbox.send(key=str(therapist_id).encode(), value=dumps(forwarded)),
+                self.database_warning,
+            )
+            return
+        stored = commands.Command(command.event_id, command.event_type, payload, _therapist_of(key))
+        # A database outage is waited out; an error retrying cannot cure goes to the DLQ.
+        outcome = await run_retrying(
+            self.database,
+            commands.execute,
+            stored,
+            self.channels,
+            self.clock(),
+            self.handlers,
+            warn=lambda message, *args: self.database_warning("command agent: " + message, *args),
+        )
+        log.info("command %s (%s): %s", command.event_id, command.event_type, outcome)
+        self.wakeups.work_added()
+
+
+def _answerable(rejection: Rejection, value: bytes | None, limit: int) -> bool:
+    """An oversize command whose envelope names a known command and an id."""
+    return (
+        value is not None
+        and len(value) > limit
+        and rejection.event_type in COMMANDS
+        and rejection.event_id is not None
+        and 0 < len(rejection.event_id) <= 64
+    )
+
+
+def _therapist_of(key: bytes | None) -> int | None:
+    """The topic is keyed by therapist id (CONTRACT §2); used for rejections."""
+    try:
+        return int(key) if key else None
+    except ValueError:
+        return None

@@ -1,0 +1,187 @@
+"""Ingest agents: validate what comes in, dead-letter what is bad, and repartition
+the rest by therapist into the inbox (CONTRACT §3, §5.8)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+import faust
+
+from domain.availability import InvalidAvailability, parse_availability
+from streams.kafka.dead_letters import dead_letter_waiting
+from streams.kafka.publishing import PublishRefused, until_published
+from streams.kafka.topics import Topics
+from streams.messages.codec import dumps
+from streams.messages.inputs import (
+    MATCHING_EVENTS,
+    THERAPIST_EVENTS,
+    MatchCreated,
+    MatchStatusChanged,
+    TherapistDeleted,
+    TherapistUpserted,
+)
+from streams.messages.parsing import InputEvent, Rejection, parse_input
+from streams.ops.logs import ThrottledWarning, log_failure
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def match_message(event: InputEvent) -> tuple[int, dict[str, Any]]:
+    payload = event.payload
+    if isinstance(payload, MatchCreated):
+        patient = payload.patient.model_dump(exclude={"registered_at"}, exclude_none=True)
+        return payload.therapist_id, {
+            "kind": "match_created",
+            "event_id": event.event_id,
+            "therapist_id": payload.therapist_id,
+            "request": {
+                "placement_request_id": payload.placement_request_id,
+                "patient_id": payload.patient_id,
+                "registered_at": payload.patient.registered_at.isoformat(),
+                "patient": patient,
+            },
+        }
+    assert isinstance(payload, MatchStatusChanged)
+    return payload.therapist_id, {
+        "kind": "match_status_changed",
+        "event_id": event.event_id,
+        "therapist_id": payload.therapist_id,
+        "placement_request_id": payload.placement_request_id,
+        "patient_id": payload.patient_id,
+        "new_status": payload.new_status,
+    }
+
+
+def therapist_message(event: InputEvent) -> tuple[int, dict[str, Any]]:
+    """The inbox message for a therapist event. Phone availability is checked here:
+    an invalid one is refused on its own (see IngestAgent), the rest still applies."""
+    payload = event.payload
+    common = {
+        "event_id": event.event_id,
+        "occurred_at": event.occurred_at.isoformat(),
+        "therapist_id": payload.therapist_id,
+    }
+    if isinstance(payload, TherapistDeleted):
+        return payload.therapist_id, {"kind": "therapist_deleted", **common}
+    assert isinstance(payload, TherapistUpserted)
+    profile = payload.model_dump(mode="json", exclude_none=True)
+    profile.pop("availability", None)
+    message: dict[str, Any] = {"kind": "therapist_upserted", "profile": profile, **common}
+    if payload.availability is not None:
+        try:
+            profile["availability"] = parse_availability(payload.availability).as_mapping()
+        except InvalidAvailability as refused:
+            message["availability_refused"] = str(refused)
+    return payload.therapist_id, message
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """What an input may be (issue 12): its size, each free-text field's size, and
+    for directory events how far ``occurred_at`` may be ahead of this clock."""
+
+    max_bytes: int
+    max_text_bytes: int
+    # None: occurred_at is not checked (its events do not order anything by it).
+    future_tolerance: timedelta | None = None
+
+    @classmethod
+    def of(cls, settings: Settings, *, check_time: bool = False) -> InputLimits:
+        return cls(
+            settings.max_event_bytes,
+            settings.max_text_field_bytes,
+            settings.clock_skew_tolerance if check_time else None,
+        )
+
+
+class IngestAgent:
+    def __init__(
+        self,
+        topics: Topics,
+        known: dict[str, type],
+        translate: Callable[[InputEvent], tuple[int, dict[str, Any]]],
+        clock: Callable[[], datetime],
+        limits: InputLimits,
+    ) -> None:
+        self.topics = topics
+        self.known = known
+        self.translate = translate
+        self.clock = clock
+        self.limits = limits
+        self.broker_warning = ThrottledWarning(log)
+
+    def _parse(self, value: bytes | None) -> InputEvent | Rejection:
+        limits = self.limits
+        parsed = parse_input(value, self.known, max_bytes=limits.max_bytes, max_text_bytes=limits.max_text_bytes)
+        if isinstance(parsed, InputEvent) and limits.future_tolerance is not None:
+            ahead = parsed.occurred_at - self.clock()
+            if ahead > limits.future_tolerance:
+                return Rejection(
+                    reason=f"occurred_at: {parsed.occurred_at.isoformat()} is {_rounded(ahead)} ahead of this "
+                    f"service's clock, more than the {_rounded(limits.future_tolerance)} allowed "
+                    "(COMM_CLOCK_SKEW_TOLERANCE); check the producer's clock",
+                    event_id=parsed.event_id,
+                    event_type=parsed.event_type,
+                )
+        return parsed
+
+    async def __call__(self, stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            message = event.message
+            try:
+                parsed = self._parse(message.value)
+                if isinstance(parsed, Rejection):
+                    await self.reject(message, parsed)
+                    continue
+                therapist_id, forwarded = self.translate(parsed)
+                refused = forwarded.pop("availability_refused", None)
+                if refused is not None:
+                    # The availability goes to the DLQ for a person to fix; the rest applies.
+                    forwarded["keep_availability"] = True
+                    reason = (
+                        f"payload.{refused} (the availability was refused; the rest of the event was applied, "
+                        "so a corrected availability must be sent with a new event_id)"
+                    )
+                    await self.reject(
+                        message, Rejection(reason=reason, event_id=parsed.event_id, event_type=parsed.event_type)
+                    )
+                send = partial(self.topics.inbox.send, key=str(therapist_id).encode(), value=dumps(forwarded))
+                await until_published(send, self.broker_warning)
+            except PublishRefused as refused:
+                await self.reject(message, Rejection(reason=f"internal error: {refused}"))
+            except Exception as exc:
+                log_failure(log, "ingest: unexpected failure", exc)
+                await self.reject(message, Rejection(reason=f"internal error: {type(exc).__name__}"))
+
+    async def reject(self, message: Any, rejection: Rejection) -> None:
+        # The reason names the field, never its value; the value travels in the record.
+        log.warning("dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, rejection.reason)
+        await dead_letter_waiting(
+            self.topics.dlq,
+            message,
+            rejection.reason,
+            self.clock(),
+            self.broker_warning,
+            event_id=rejection.event_id,
+            event_type=rejection.event_type,
+        )
+
+
+def _rounded(delta: timedelta) -> str:
+    seconds = round(delta.total_seconds())
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def matching_ingest(topics: Topics, clock: Callable[[], datetime], settings: Settings) -> IngestAgent:
+    return IngestAgent(topics, MATCHING_EVENTS, match_message, clock, InputLimits.of(settings))
+
+
+def therapist_ingest(topics: Topics, clock: Callable[[], datetime], settings: Settings) -> IngestAgent:
+    # Directory events are ordered per therapist: a clock far ahead must not outrank the next.
+    return IngestAgent(topics, THERAPIST_EVENTS, therapist_message, clock, InputLimits.of(settings, check_time=True))

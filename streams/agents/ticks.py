@@ -1,0 +1,38 @@
+"""Batch-run ticks: each worker ticks the inbox partitions it owns, and a tick
+touches only its own partition's therapists (STYLE: time-driven work, design a)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+import faust
+from aiokafka.partitioner import murmur2
+
+from streams.kafka.topics import Topics
+from streams.messages.codec import (
+    dumps,
+)
+
+log = logging.getLogger(__name__)
+
+
+def bookmark_key(partition: int) -> str:
+    return f"batch-run:{partition}"
+
+
+def partition_of(therapist_id: int, partitions: int) -> int:
+    """Kafka's default partitioner for a keyed message, the key being the id as text."""
+    digest: int = murmur2(str(therapist_id).encode())
+    return (digest & 0x7FFFFFFF) % partitions
+
+
+async def send_ticks(app: faust.App, topics: Topics, clock: Callable[[], datetime]) -> None:
+    """Each worker ticks the inbox partitions it owns; the agent handling a tick
+    touches only that partition's therapists, so table writes stay co-partitioned."""
+    inbox = topics.inbox.get_topic_name()
+    owned = sorted(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == inbox)
+    value = dumps({"kind": "tick", "now": clock().isoformat()})
+    for partition in owned:
+        await topics.inbox.send(value=value, partition=partition)

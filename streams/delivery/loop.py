@@ -1,0 +1,341 @@
+"""The delivery loop: claim due emails from the database, send them, record the result.
+
+Runs on every worker; claims make sure each email is taken by one of them. The
+schedule (next attempt, claim expiry) lives in the database, so retries survive
+restarts and a retrying email never holds up anyone else's.
+
+Two kinds of SMTP trouble are told apart. A failure inside the mail transaction
+(a 4xx/5xx reply, a dropped connection, a timeout) is a failed attempt of that
+email, retried with backoff up to COMM_MAX_SEND_ATTEMPTS. A server that cannot be
+reached at all (no session: connect, TLS or login fails) is an outage: the claimed
+emails go back to the queue untouched, delivery waits with backoff, and an alert
+is raised if it lasts; otherwise a maintenance window would fail every queued email
+for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import deque
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from mode import Service
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from streams.delivery.mailer import Mailer, SmtpUnavailable, classify
+from streams.delivery.mime import build_message
+from streams.delivery.wakeups import Wakeups
+from streams.ops.logs import ThrottledWarning, log_failure
+from streams.persistence import delivery_queue, delivery_results, outbox
+from streams.persistence.db import Database, run_retrying
+from streams.persistence.outbox import add_rows, event_row
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Sent emails recorded per commit, and commits that may run behind the sends.
+RECORD_GROUP = 8
+
+
+GROUPS_IN_FLIGHT = 2
+
+
+def stop_grace(settings: Settings) -> float:
+    """How long a stopping delivery loop may take to finish the emails in hand and
+    record them: the SMTP timeout, and time to commit."""
+    return settings.smtp_timeout.total_seconds() + 5.0
+
+
+def resend_bound(connections: int) -> int:
+    """How many emails a crash can leave accepted by the server but not recorded as
+    sent (each is sent again, with the same Message-ID): per connection the message
+    in its last reply, the open group, and the groups being committed (each sender
+    that fills a group may add one while it waits for a commit)."""
+    return (GROUPS_IN_FLIGHT + connections) * RECORD_GROUP + connections
+
+
+class Outage:
+    """Tracks one stretch of SMTP unavailability: backoff and the alert."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.cap = settings.smtp_outage_backoff_max.total_seconds()
+        self.alert_after = settings.smtp_outage_alert_after
+        self.since: datetime | None = None
+        self.failures = 0
+        self.alerted = False
+
+    def next_pause(self) -> float:
+        self.failures += 1
+        ceiling = min(self.cap, 0.5 * (1 << min(self.failures, 16)))
+        return ceiling / 2 + random.random() * ceiling / 2
+
+    def due_alert(self, now: datetime) -> bool:
+        return self.since is not None and not self.alerted and now - self.since >= self.alert_after
+
+
+class DeliveryService(Service):  # type: ignore[misc]
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        mailers: Sequence[Mailer],
+        channels: outbox.Channels,
+        wakeups: Wakeups,
+        worker_id: str,
+        clock: Callable[[], datetime],
+        *,
+        claim_ahead: bool = False,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(**kwargs)
+        # Claim the next emails while the second half of a claim is sent. Measured:
+        # it helps the delivery process (idle between SMTP replies) and costs an
+        # in-process loop about 10% (it competes for the GIL); see BENCHMARKS.md.
+        self.claim_ahead = claim_ahead
+        self.settings = settings
+        self.database = database
+        self.mailers = list(mailers)
+        self.channels = channels
+        self.wakeups = wakeups
+        self.worker_id = worker_id
+        self.clock = clock
+        self.policy = delivery_results.RetryPolicy(
+            settings.max_send_attempts, settings.retry_backoff_base, settings.retry_backoff_max
+        )
+        self.outage = Outage(settings)
+        self.database_warning = ThrottledWarning(log)
+        self.smtp_warning = ThrottledWarning(log)
+        self.sent = 0
+        self._loop_ended = asyncio.Event()  # set whenever the delivery loop is not running
+        self._loop_ended.set()
+
+    @Service.task
+    async def _deliver(self) -> None:
+        self._loop_ended.clear()
+        try:
+            await self._deliver_until_stopped()
+        finally:
+            self._loop_ended.set()
+
+    async def _deliver_until_stopped(self) -> None:
+        pause = self.settings.poll_interval.total_seconds()
+        ahead: asyncio.Future[list[delivery_queue.ClaimedEmail]] | None = None
+        while not self.should_stop:
+            self.wakeups.delivery.clear()
+            try:
+                claimed = await (ahead if ahead is not None else self._claim())
+            except SQLAlchemyError as exc:
+                self.database_warning("delivery: database unavailable (%s); retrying", type(exc).__name__)
+                await self.sleep(pause)
+                continue
+            finally:
+                ahead = None
+            if not claimed:
+                await self.wait_for_stopped(self.wakeups.delivery.wait(), timeout=pause)
+                continue
+            available, ahead = await self._send_all(claimed)
+            if not available:
+                await self.sleep(self.outage.next_pause())
+
+    def _claim(self) -> asyncio.Future[list[delivery_queue.ClaimedEmail]]:
+        return asyncio.ensure_future(
+            self.database.run(
+                delivery_queue.claim_due,
+                self.worker_id,
+                self.clock(),
+                self.settings.delivery_batch_size,
+                self.settings.delivery_lease,
+                self.settings.contact_interval,
+            )
+        )
+
+    async def _send_all(
+        self, claimed: list[delivery_queue.ClaimedEmail]
+    ) -> tuple[bool, asyncio.Future[list[delivery_queue.ClaimedEmail]] | None]:
+        """Send the claimed emails, in order, over the mailers' connections at once.
+
+        Returns whether the SMTP server was available, and (with ``claim_ahead``)
+        the next claim, made while the second half of this one is sent, so no
+        connection waits for the database between claims.
+
+        Sent emails are recorded in small groups (RECORD_GROUP), committed in the
+        background while the next messages go out: SMTP and the database overlap,
+        and one commit serves several emails. An email's status is committed within
+        milliseconds of its acceptance; a crash in between can re-send it, with the
+        same Message-ID (CONTRACT §5.7).
+
+        A connection that cannot be opened leaves the emails to the others; only
+        when none can be opened is the server unavailable.
+        """
+        queue = deque(claimed)
+        in_hand: set[int] = set()
+        group: list[tuple[int, datetime]] = []
+        recording: set[asyncio.Future[Any]] = set()
+        unavailable: list[SmtpUnavailable] = []
+        ahead: asyncio.Future[list[delivery_queue.ClaimedEmail]] | None = None
+        renewed = self.clock()
+
+        async def record_group() -> None:
+            if not group:
+                return
+            done = list(group)
+            group.clear()
+            task = asyncio.ensure_future(self._record(delivery_results.record_sent_many, done, self.channels))
+            recording.add(task)
+            task.add_done_callback(recording.discard)
+            if len(recording) >= GROUPS_IN_FLIGHT:
+                await asyncio.wait(recording, return_when=asyncio.FIRST_COMPLETED)
+
+        async def renew() -> None:
+            # A long run (a slow server): keep the claims, drop what was lost.
+            nonlocal renewed
+            renewed = self.clock()
+            ids = [e.id for e in queue] + sorted(in_hand)
+            held = (
+                await self._record(
+                    delivery_queue.renew_claims, ids, self.worker_id, renewed, self.settings.delivery_lease
+                )
+                or set()
+            )
+            for email in [e for e in queue if e.id not in held]:
+                queue.remove(email)
+
+        async def sender(mailer: Mailer) -> None:
+            nonlocal ahead
+            while queue and not self.should_stop:
+                if self.clock() - renewed > self.settings.delivery_lease / 3:
+                    await renew()
+                    continue
+                if self.claim_ahead and ahead is None and len(queue) <= len(claimed) // 2:
+                    ahead = self._claim()
+                email = queue.popleft()
+                in_hand.add(email.id)
+                sent_at = self.clock()
+                try:
+                    await mailer.send(build_message(email.outgoing, sent_at))
+                except SmtpUnavailable as exc:
+                    queue.appendleft(email)  # not tried: another connection may take it
+                    unavailable.append(exc)
+                    return
+                except Exception as exc:
+                    await self._failed(email, exc)
+                else:
+                    self._available()
+                    self.sent += 1
+                    log.info("email %s (%s) sent to therapist %s", email.id, email.kind, email.therapist_id)
+                    group.append((email.id, sent_at))
+                    if len(group) >= RECORD_GROUP:
+                        await record_group()
+                finally:
+                    in_hand.discard(email.id)
+
+        available, finished = True, False
+        try:
+            await asyncio.gather(*(sender(mailer) for mailer in self.mailers))
+            if queue and unavailable and not self.should_stop:
+                available = False
+                await self._unavailable(unavailable[0])
+            finished = True
+        finally:
+            await record_group()
+            if recording:
+                await asyncio.gather(*recording)
+            not_tried = list(queue)
+            if ahead is not None and not (finished and available and not self.should_stop):
+                not_tried += await self._prefetched(ahead)
+                ahead = None
+            if not_tried:  # back to the queue without spending an attempt
+                await self._release(not_tried)
+            self.wakeups.relay.set()
+        return available, ahead
+
+    async def _prefetched(
+        self, ahead: asyncio.Future[list[delivery_queue.ClaimedEmail]]
+    ) -> list[delivery_queue.ClaimedEmail]:
+        try:
+            return await ahead
+        except SQLAlchemyError:  # nothing was claimed
+            return []
+
+    async def _failed(self, email: delivery_queue.ClaimedEmail, exc: Exception) -> None:
+        error = classify(exc)
+        retry = await self._record(
+            delivery_results.record_failure, email.id, error, self.clock(), self.policy, self.channels
+        )
+        log.warning(
+            "email %s to therapist %s: attempt failed (%s); %s",
+            email.id,
+            email.therapist_id,
+            error,
+            "will retry" if retry else "failed for good",
+        )
+
+    async def _unavailable(self, exc: SmtpUnavailable) -> None:
+        now = self.clock()
+        if self.outage.since is None:
+            self.outage.since = now
+        self.smtp_warning("SMTP server unavailable (%s); delivery waits and retries", exc)
+        if self.outage.due_alert(now):
+            minutes = (now - self.outage.since).total_seconds() / 60
+            await self._alert(
+                "error",
+                "smtp_unavailable",
+                f"no SMTP session could be opened for {minutes:.0f} minutes ({exc}); emails are queued",
+            )
+            self.outage.alerted = True
+
+    def _available(self) -> None:
+        if self.outage.since is None:
+            return
+        lasted = self.clock() - self.outage.since
+        log.info("SMTP server reachable again after %s", lasted - timedelta(microseconds=lasted.microseconds))
+        self.outage = Outage(self.settings)
+
+    async def _alert(self, severity: str, code: str, message: str) -> None:
+        def write(session: Session) -> None:
+            alert = {"severity": severity, "code": code, "message": message}
+            add_rows(session, [event_row(self.channels.events, "communication.alert", None, alert, self.clock())])
+
+        try:
+            await self.database.run(write)
+        except SQLAlchemyError:
+            log.error("alert %s could not be stored: %s", code, message)
+
+    async def _release(self, remaining: list[delivery_queue.ClaimedEmail]) -> None:
+        try:
+            await self.database.run(delivery_queue.release_claims, [e.id for e in remaining], self.worker_id)
+        except SQLAlchemyError:  # the claims expire on their own
+            log.info("could not release %d claimed emails; their claims expire", len(remaining))
+
+    async def _record(self, work: Callable[..., T], *args: object) -> T | None:
+        """Record a result. The email went out (or failed), so wait out a database
+        outage rather than let the claim expire into a re-send; an error that
+        retrying cannot cure is logged, and the claim's expiry brings the email back."""
+        try:
+            return await run_retrying(
+                self.database,
+                work,
+                *args,
+                warn=lambda message, *a: self.database_warning("delivery: " + message, *a),
+                first_delay=self.settings.poll_interval.total_seconds(),
+            )
+        except SQLAlchemyError as exc:
+            log_failure(log, "delivery: cannot record a result", exc)
+            return None
+
+    async def on_stop(self) -> None:
+        """Stopping, the senders take no new email: the ones in hand are finished and
+        recorded before the connections close, or else an email the server accepted
+        could stay unrecorded and be sent again. Bounded by the SMTP timeout (a
+        stalled server fails the send by then)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._loop_ended.wait(), stop_grace(self.settings))
+        for mailer in self.mailers:
+            await mailer.close()

@@ -1,0 +1,114 @@
+"""Creating the service's topics explicitly, with the partition count it needs
+(auto-created topics would get the broker's default)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from streams.kafka.topics import internal_topic_names
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def bootstrap_servers(broker_url: str) -> str:
+    """``kafka://h1:9092;kafka://h2:9092`` -> ``h1:9092,h2:9092``."""
+    hosts = []
+    for part in broker_url.replace(",", ";").split(";"):
+        part = part.strip()
+        if part:
+            hosts.append(part.split("://", 1)[-1].rstrip("/"))
+    return ",".join(hosts)
+
+
+class TopicMismatch(RuntimeError):
+    """An internal topic exists with the wrong number of partitions."""
+
+
+def topic_plan(settings: Settings) -> list[tuple[str, int, dict[str, str]]]:
+    """(name, partitions, config) of every topic the service reads or writes.
+
+    The internal ones (the last three) must have exactly ``COMM_PARTITIONS``
+    partitions: the table is co-partitioned with the inbox. Input topics may have
+    any count, since everything is repartitioned by therapist into the inbox.
+    """
+    internal = internal_topic_names(settings)
+    n = settings.partitions
+    plain: dict[str, str] = {}
+    return [
+        (settings.topic_matching, n, plain),
+        (settings.topic_therapists, n, plain),
+        (settings.topic_commands, n, plain),
+        (settings.topic_events, n, plain),
+        (settings.topic_dlq, n, plain),
+        (internal["inbox"], n, plain),
+        (internal["send_commands"], n, plain),
+        (internal["changelog"], n, {"cleanup.policy": "compact"}),
+    ]
+
+
+async def ensure_topics(
+    settings: Settings, *, attempts: int | None = None, sleep: Callable[[float], object] = asyncio.sleep
+) -> list[str]:
+    """Create the topics that do not exist yet (when COMM_CREATE_TOPICS), check that
+    the internal ones have COMM_PARTITIONS partitions; wait (with backoff) for the broker."""
+    delay, attempt = 0.5, 0
+    while True:
+        attempt += 1
+        try:
+            plan = topic_plan(settings)
+            created = await _create_missing(settings, plan) if settings.create_topics else []
+            await _verify_internal_partitions(settings, plan[-3:])
+            return created
+        except (KafkaError, OSError) as exc:
+            if attempts is not None and attempt >= attempts:
+                raise
+            log.warning("broker not reachable (%s); retrying in %.1fs", type(exc).__name__, delay)
+            await sleep(delay)  # type: ignore[misc]
+            delay = min(delay * 2, 10.0)
+
+
+async def _verify_internal_partitions(settings: Settings, internal: list[tuple[str, int, dict[str, str]]]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings.kafka_broker), request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([name for name, _, _ in internal])
+    finally:
+        await admin.close()
+    found = {topic["topic"]: len(topic["partitions"]) for topic in described if not topic.get("error_code")}
+    for name, partitions, _ in internal:
+        if name in found and found[name] != partitions:
+            raise TopicMismatch(
+                f"topic {name} has {found[name]} partitions, but COMM_PARTITIONS is {partitions}: the table "
+                "must be co-partitioned with the inbox. Use the partition count the topics were created "
+                "with (or recreate them before any data exists)."
+            )
+
+
+async def _create_missing(settings: Settings, plan: Iterable[tuple[str, int, dict[str, str]]]) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings.kafka_broker), request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(name, partitions, settings.replication_factor, topic_configs=config)
+            for name, partitions, config in plan
+            if name not in existing
+        ]
+        created = []
+        for topic in missing:
+            try:
+                await admin.create_topics([topic])
+                created.append(topic.name)
+            except TopicAlreadyExistsError:
+                pass  # another worker was quicker
+        if created:
+            log.info("created topics: %s", ", ".join(created))
+        return created
+    finally:
+        await admin.close()

@@ -1,0 +1,65 @@
+"""The Faust app, built from settings (nothing at import time), with the consumer
+the service needs on Tansu and on rebalances."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+from faust.transport.drivers import aiokafka as aiokafka_driver
+
+from streams.kafka.rewinding_consumer import RewindingConsumer
+from streams.settings import Settings
+
+
+class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):  # type: ignore[misc]
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # Faust fixes this at 1500 ms. Brokers that do not end a waiting fetch when
+        # data arrives (Tansu) add up to that much latency per hop; read before
+        # the consumer starts its fetcher.
+        consumer._fetch_max_wait_ms = self.app.fetch_max_wait_ms
+        return consumer
+
+
+class _Consumer(RewindingConsumer):
+    def _new_consumer_thread(self) -> _ConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _Transport(aiokafka_driver.Transport):  # type: ignore[misc]
+    Consumer = _Consumer
+
+
+class ServiceFaustApp(faust.App):  # type: ignore[misc]
+    fetch_max_wait_ms = 1500
+
+    def _new_transport(self) -> Any:
+        return _Transport(self.conf.broker_consumer, self)
+
+
+def create_app(settings: Settings) -> faust.App:
+    options: dict[str, Any] = {
+        "broker": settings.kafka_broker,
+        "store": "memory://",
+        "processing_guarantee": "at_least_once",
+        "topic_partitions": settings.partitions,
+        "topic_replication_factor": settings.replication_factor,
+        "consumer_auto_offset_reset": "earliest",
+        "broker_session_timeout": settings.broker_session_timeout.total_seconds(),
+        "broker_heartbeat_interval": settings.broker_heartbeat_interval.total_seconds(),
+        "table_standby_replicas": settings.table_standby_replicas,
+        # Stop promptly even with messages in hand (e.g. send commands waiting out a
+        # database outage): they are not acknowledged, so they come again after the
+        # restart, and every handler here is idempotent.
+        "stream_wait_empty": False,
+        "web_enabled": settings.web_port is not None,
+        "autodiscover": False,
+    }
+    if settings.web_port is not None:
+        options["web_port"] = settings.web_port
+    if settings.producer_max_batch_size is not None:
+        options["producer_max_batch_size"] = settings.producer_max_batch_size
+    app = ServiceFaustApp(settings.app_id, **options)
+    app.fetch_max_wait_ms = round(settings.consumer_fetch_max_wait.total_seconds() * 1000)
+    return app

@@ -1,0 +1,215 @@
+"""JSON forms of the domain objects that travel on internal topics and changelogs.
+
+Internal messages are the service's own business (CONTRACT §2): they are written
+and read only here, so they are decoded without a second validation pass.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from faust.serializers import codecs
+
+from domain.decisions import MANUAL, SendEmail, SendManualEmail
+from domain.placement import PlacementRequest
+from domain.therapist import TherapistProfile
+from domain.therapist_state import InFlightEmail, Suppression, TherapistState
+
+STATE_CODEC = "commsvc_therapist_state"
+
+
+def dumps(document: Any) -> bytes:
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def loads(raw: bytes | str) -> Any:
+    return json.loads(raw)
+
+
+def _time(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+# -- requests and profiles ----------------------------------------------------------
+
+
+def request_to_wire(request: PlacementRequest) -> dict[str, Any]:
+    wire: dict[str, Any] = {
+        "placement_request_id": request.placement_request_id,
+        "patient_id": request.patient_id,
+        "registered_at": request.registered_at.isoformat(),
+    }
+    if request.patient:  # none in the table: the details are kept in the database
+        wire["patient"] = dict(request.patient)
+    if request.status is not None:
+        wire["status"] = request.status
+    return wire
+
+
+def request_from_wire(wire: Mapping[str, Any]) -> PlacementRequest:
+    return PlacementRequest(
+        placement_request_id=wire["placement_request_id"],
+        patient_id=wire["patient_id"],
+        registered_at=_time(wire["registered_at"]),
+        patient=wire.get("patient") or {},
+        status=wire.get("status"),
+    )
+
+
+_PROFILE_FIELDS = (
+    "therapist_id",
+    "email",
+    "first_name",
+    "last_name",
+    "title",
+    "salutation",
+    "phone",
+    "timezone",
+    "contact_blocked",
+    "availability",
+)
+
+
+def profile_to_wire(profile: TherapistProfile) -> dict[str, Any]:
+    return {name: getattr(profile, name) for name in _PROFILE_FIELDS}
+
+
+def profile_from_wire(wire: Mapping[str, Any]) -> TherapistProfile:
+    values = {name: wire[name] for name in _PROFILE_FIELDS if wire.get(name) is not None}
+    return TherapistProfile(**values)
+
+
+# -- the therapist aggregate (table value) -------------------------------------------
+
+
+def state_to_wire(state: TherapistState) -> dict[str, Any]:
+    return {
+        "therapist_id": state.therapist_id,
+        "profile": None if state.profile is None else profile_to_wire(state.profile),
+        "profile_as_of": None if state.profile_as_of is None else state.profile_as_of.isoformat(),
+        "deleted": state.deleted,
+        "pending": [request_to_wire(r) for r in state.pending.values()],
+        "in_flight": [
+            {
+                "email_key": f.email_key,
+                "kind": f.kind,
+                "placement_request_ids": list(f.placement_request_ids),
+                "decided_at": f.decided_at.isoformat(),
+                "limited": f.limited,
+            }
+            for f in state.in_flight.values()
+        ],
+        "contact_sent_at": [t.isoformat() for t in state.contact_sent_at],
+        "settled": {str(k): [v[0], v[1].isoformat()] for k, v in state.settled.items()},
+        "seen_events": {k: t.isoformat() for k, t in state.seen_events.items()},
+        "awaiting_confirmation": [request_to_wire(r) for r in state.awaiting_confirmation.values()],
+        "suppression": None if state.suppression is None else _suppression_to_wire(state.suppression),
+    }
+
+
+def _suppression_to_wire(suppression: Suppression) -> dict[str, Any]:
+    return {
+        "address": suppression.address,
+        "reason": suppression.reason,
+        "email_id": suppression.email_id,
+        "since": suppression.since.isoformat(),
+    }
+
+
+def _suppression_from_wire(wire: Mapping[str, Any] | None) -> Suppression | None:
+    if wire is None:
+        return None
+    return Suppression(wire["address"], wire["reason"], wire.get("email_id"), _time(wire["since"]))
+
+
+def state_from_wire(wire: Mapping[str, Any]) -> TherapistState:
+    pending = [request_from_wire(r) for r in wire.get("pending", ())]
+    awaiting = [request_from_wire(r) for r in wire.get("awaiting_confirmation", ())]
+    return TherapistState(
+        therapist_id=wire["therapist_id"],
+        profile=None if wire.get("profile") is None else profile_from_wire(wire["profile"]),
+        profile_as_of=None if wire.get("profile_as_of") is None else _time(wire["profile_as_of"]),
+        deleted=bool(wire.get("deleted")),
+        pending={r.placement_request_id: r for r in pending},
+        in_flight={
+            f["email_key"]: InFlightEmail(
+                f["email_key"],
+                f["kind"],
+                tuple(f["placement_request_ids"]),
+                _time(f["decided_at"]),
+                bool(f.get("limited", True)),
+            )
+            for f in wire.get("in_flight", ())
+        },
+        contact_sent_at=[_time(t) for t in wire.get("contact_sent_at", ())],
+        settled={int(k): (v[0], _time(v[1])) for k, v in wire.get("settled", {}).items()},
+        seen_events={k: _time(t) for k, t in wire.get("seen_events", {}).items()},
+        awaiting_confirmation={r.placement_request_id: r for r in awaiting},
+        suppression=_suppression_from_wire(wire.get("suppression")),
+    )
+
+
+class _StateCodec(codecs.Codec):  # type: ignore[misc]
+    """Table values are TherapistState in memory and JSON in the changelog.
+
+    Partition bookmarks (plain JSON objects without ``therapist_id``) share the
+    table and pass through unchanged.
+    """
+
+    def _dumps(self, obj: Any) -> bytes:
+        return dumps(state_to_wire(obj) if isinstance(obj, TherapistState) else obj)
+
+    def _loads(self, s: bytes) -> Any:
+        wire = loads(s)
+        if isinstance(wire, dict) and "therapist_id" in wire:
+            return state_from_wire(wire)
+        return wire
+
+
+def register_state_codec() -> None:
+    codecs.register(STATE_CODEC, _StateCodec())
+
+
+# -- send commands (therapist agent -> sender agent) --------------------------------
+
+
+def send_email_command(decision: SendEmail, causation_id: str | None, limited: bool) -> bytes:
+    return dumps(
+        {
+            "kind": "send_email",
+            "email_key": decision.email_key,
+            "email_kind": decision.kind,
+            "template": decision.template,
+            "therapist": profile_to_wire(decision.therapist),
+            "requests": [request_to_wire(r) for r in decision.requests],
+            "decided_at": decision.decided_at.isoformat(),
+            "causation_id": causation_id,
+            "limited": limited,
+            "context": dict(decision.context),
+        }
+    )
+
+
+def manual_email_command(therapist_id: int, decision: SendManualEmail) -> bytes:
+    content = decision.content
+    therapist = profile_to_wire(decision.therapist) if decision.therapist else {"therapist_id": therapist_id}
+    return dumps(
+        {
+            "kind": "send_email",
+            "email_key": decision.email_key,
+            "email_kind": MANUAL,
+            "template": content.get("template"),
+            "therapist": therapist,
+            "requests": [request_to_wire(r) for r in decision.requests],
+            "content": dict(content),
+            "queue": decision.queue,
+            "limited": decision.limited,
+            "respect_contact_limit": bool(content.get("respect_contact_limit", True)),
+            "decided_at": decision.decided_at.isoformat(),
+            "command_id": decision.command_id,
+            "causation_id": decision.command_id,
+        }
+    )

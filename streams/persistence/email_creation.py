@@ -1,0 +1,368 @@
+"""Creating emails from send commands: render, store with their batch entries, and
+report (``email_created``, ``email_queued``) through the outbox, in one transaction."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import Table, insert, select, text
+from sqlalchemy.orm import Session
+
+from domain.decisions import CONFIRMATION, CONTACT_REQUEST, FOLLOW_UP, MANUAL
+from domain.therapist_state import CREATE_EMAIL
+from streams.delivery.mime import message_id_for
+from streams.email.context import Identity, email_context, recipient_name
+from streams.email.html_text import html_to_text
+from streams.email.rendering import RenderedEmail, RenderError
+from streams.email.sanitiser import clean_html
+from streams.messages.internal import EmailFailed
+from streams.persistence import waiting_requests
+from streams.persistence.db import one_of
+from streams.persistence.delivery_results import failure_rows
+from streams.persistence.models import (
+    EMAIL_BATCHES,
+    EMAILS,
+    Email,
+    EmailBatch,
+    EmailStatus,
+)
+from streams.persistence.outbox import Channels, add_rows, command_rejected_row, event_row, inbox_row
+
+log = logging.getLogger(__name__)
+
+# Lower goes first when many emails are due at once.
+PRIORITY = {CONFIRMATION: 0, MANUAL: 1, FOLLOW_UP: 2, CONTACT_REQUEST: 3}
+
+
+class Render(Protocol):
+    def __call__(self, template: str, context: Mapping[str, Any], therapist_id: int | None = None) -> RenderedEmail: ...
+
+
+def store_send_commands(
+    session: Session,
+    commands: Sequence[Mapping[str, Any]],
+    render: Render,
+    identity: Identity,
+    channels: Channels,
+    now: datetime,
+) -> list[int | None]:
+    """Create the emails a batch of send commands describes, in one transaction and
+    with one round of INSERTs; per command the new email's id, or None when there is
+    nothing to create (a replayed command, or every request in it already emailed)."""
+    commands = _with_patient_details(session, commands)
+    keys = [c["email_key"] for c in commands]
+    known_keys = set(session.scalars(select(Email.email_key).where(one_of(session, Email.email_key, keys))))
+    emailed = _already_emailed(
+        session,
+        [int(r["placement_request_id"]) for c in commands if c["email_kind"] == CONTACT_REQUEST for r in c["requests"]],
+    )
+    created: list[tuple[Mapping[str, Any], Email, RenderedEmail | None] | None] = []
+    messages: list[dict[str, Any]] = []
+    for command in commands:
+        key = command["email_key"]
+        if key in known_keys:
+            created.append(None)
+            continue
+        known_keys.add(key)
+        therapist_id = int(command["therapist"]["therapist_id"])
+        requests = list(command["requests"])
+        if command["email_kind"] == CONTACT_REQUEST:
+            requests = [r for r in requests if int(r["placement_request_id"]) not in emailed]
+            if not requests:
+                log.warning("email %s: every request in it was already emailed; not created", key)
+                messages.append(inbox_row(channels, EmailFailed(therapist_id, key), now))
+                created.append(None)
+                continue
+            emailed.update(int(r["placement_request_id"]) for r in requests)
+        elif command["email_kind"] == CONFIRMATION:
+            requests = [_with_known_patient(session, r) for r in requests]
+        rendered: RenderedEmail | None
+        if command["email_kind"] == MANUAL:
+            outcome = _new_manual_email(session, command, render, identity, now)
+            if isinstance(outcome, str):
+                messages.append(
+                    command_rejected_row(
+                        channels.events, command["command_id"], CREATE_EMAIL, therapist_id, outcome, now
+                    )
+                )
+                messages.append(inbox_row(channels, EmailFailed(therapist_id, key), now))  # it held the window
+                created.append(None)
+                continue
+            email, rendered = outcome
+        else:
+            email, rendered = _new_email(command, requests, render, identity, now)
+        created.append((command, email, rendered))
+    _insert_emails(session, [entry[1] for entry in created if entry is not None])
+    # A request in its email no longer waits: its details now live in the batch entry.
+    waiting_requests.forget(
+        session,
+        [
+            b.placement_request_id
+            for entry in created
+            if entry is not None and entry[1].kind != MANUAL
+            for b in entry[1].batches
+        ],
+    )
+    for entry in created:
+        if entry is not None:
+            messages.extend(_created_rows(*entry, channels, now))
+    add_rows(session, messages)  # and everything they report, at once
+    return [None if entry is None else entry[1].id for entry in created]
+
+
+def _with_patient_details(session: Session, commands: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The commands with their requests' patient details joined in (one lookup for
+    the whole batch): the therapist table, and so the command, carries none."""
+    flat = waiting_requests.with_details(session, [r for c in commands for r in c["requests"]])
+    filled: list[Mapping[str, Any]] = []
+    start = 0
+    for command in commands:
+        count = len(command["requests"])
+        filled.append({**command, "requests": flat[start : start + count]})
+        start += count
+    return filled
+
+
+def _insert_emails(session: Session, new: Sequence[Email]) -> None:
+    """Insert new emails and their batch entries, and set their ids: two Core
+    executemany INSERTs (the ORM's flush of the same rows cost more than rendering
+    them). On PostgreSQL the ids are drawn from the sequence first: an INSERT …
+    RETURNING of many rows is one huge statement that psycopg parses anew each time."""
+    if not new:
+        return
+    table = EMAILS
+    rows = [_column_values(email, table) for email in new]
+    if session.get_bind().dialect.name == "postgresql":
+        ids = sorted(session.scalars(_NEXT_EMAIL_IDS, {"n": len(new)}))
+        for row, email_id in zip(rows, ids, strict=True):
+            row["id"] = email_id
+        session.execute(insert(table), rows)
+    else:
+        ids = list(session.scalars(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows))
+    for email, email_id in zip(new, ids, strict=True):
+        email.id = email_id
+    batches = [batch for email in new for batch in email.batches]
+    for batch in batches:
+        batch.email_id = batch.email.id
+    if batches:
+        session.execute(insert(EMAIL_BATCHES), [_column_values(b, EMAIL_BATCHES) for b in batches])
+
+
+_NEXT_EMAIL_IDS = text("SELECT nextval(pg_get_serial_sequence('emails', 'id')) FROM generate_series(1, :n)")
+
+
+def _column_values(row: Any, table: Table) -> dict[str, Any]:
+    """A new row's values, every column but the generated id (so that every row of
+    one INSERT has the same keys); the constructors set each column that has a
+    default."""
+    return {column.key: getattr(row, column.key) for column in table.columns if column.key != "id"}
+
+
+def _new_manual_email(
+    session: Session, command: Mapping[str, Any], render: Render, identity: Identity, now: datetime
+) -> tuple[Email, RenderedEmail] | str:
+    """The email of a ``create_email`` command, or why it cannot be created."""
+    content = command["content"]
+    therapist = dict(command["therapist"])
+    requests = list(command["requests"])
+    for request_id in (int(r) for r in content.get("placement_request_ids") or ()):
+        if any(int(r["placement_request_id"]) == request_id for r in requests):
+            continue
+        known = known_request(session, request_id)
+        if known is None:
+            return f"placement request {request_id} is not known to the communication service"
+        requests.append(known)
+    if content.get("template"):
+        context = {**email_context(therapist, requests, identity), **(content.get("context") or {})}
+        try:
+            rendered = render(content["template"], context, int(therapist["therapist_id"]))
+        except RenderError as exc:
+            return f"template {content['template']!r} cannot be used: {exc}"
+    else:
+        html = clean_html(content["body_html"])
+        rendered = RenderedEmail(content["subject"], html, content.get("body_text") or html_to_text(html))
+    if content.get("recipient_email"):
+        therapist["email"] = content["recipient_email"]
+        therapist["first_name"] = therapist["last_name"] = therapist["title"] = None
+    if content.get("recipient_name"):
+        therapist["first_name"], therapist["last_name"], therapist["title"] = None, content["recipient_name"], None
+    # Counts toward the limit whenever the command said to respect it, also a draft
+    # that is queued later (delivery then holds it back until the window allows).
+    limits = {**command, "limited": command.get("respect_contact_limit", True)}
+    email = _email_row(limits, therapist, requests, identity, now)
+    _fill(email, rendered, queue=command.get("queue", True), now=now)
+    return email, rendered
+
+
+def known_request(session: Session, request_id: int) -> dict[str, Any] | None:
+    """A placement request as the last email about it described it."""
+    batch = session.scalars(
+        select(EmailBatch).where(EmailBatch.placement_request_id == request_id).order_by(EmailBatch.id.desc()).limit(1)
+    ).first()
+    if batch is None:
+        return None
+    return {
+        "placement_request_id": request_id,
+        "patient_id": batch.patient_id,
+        "registered_at": batch.registered_at.isoformat() if batch.registered_at else None,
+        "patient": dict(batch.patient),
+    }
+
+
+def _new_email(
+    command: Mapping[str, Any],
+    requests: list[Mapping[str, Any]],
+    render: Render,
+    identity: Identity,
+    now: datetime,
+) -> tuple[Email, RenderedEmail | None]:
+    """A templated email (contact request, follow-up, confirmation). A template
+    that cannot be rendered fails this one email, with the reason."""
+    email = _email_row(command, command["therapist"], requests, identity, now)
+    try:
+        context = {**email_context(command["therapist"], requests, identity), **(command.get("context") or {})}
+        rendered = render(command["template"], context, email.therapist_id)
+    except RenderError as exc:
+        email.subject, email.body_html, email.body_text = f"({command['template']})", "", ""
+        email.status = EmailStatus.FAILED
+        email.error_message = str(exc)
+        return email, None
+    _fill(email, rendered, queue=True, now=now)
+    return email, rendered
+
+
+def _email_row(
+    command: Mapping[str, Any],
+    therapist: Mapping[str, Any],
+    requests: list[Mapping[str, Any]],
+    identity: Identity,
+    now: datetime,
+) -> Email:
+    key = command["email_key"]
+    kind = command["email_kind"]
+    return Email(
+        email_key=key,
+        therapist_id=int(therapist["therapist_id"]),
+        kind=kind,
+        template=command.get("template"),
+        recipient_email=therapist["email"],
+        recipient_name=recipient_name(therapist) or therapist["email"],
+        sender_email=identity.sender_email,
+        sender_name=identity.sender_name,
+        placement_request_ids=[int(r["placement_request_id"]) for r in requests],
+        message_id=message_id_for(key, identity.sender_email),
+        priority=PRIORITY.get(kind, PRIORITY[CONTACT_REQUEST]),
+        oldest_registered_at=min(
+            (datetime.fromisoformat(r["registered_at"]) for r in requests if r.get("registered_at")), default=None
+        ),
+        counts_toward_limit=bool(command.get("limited", kind != CONFIRMATION)),
+        retry_count=0,
+        response_received=False,
+        created_at=now,
+        updated_at=now,
+        batches=[
+            EmailBatch(
+                placement_request_id=int(r["placement_request_id"]),
+                patient_id=int(r["patient_id"]),
+                position=position,
+                registered_at=datetime.fromisoformat(r["registered_at"]) if r.get("registered_at") else None,
+                patient=dict(r.get("patient") or {}),
+                created_at=now,
+                updated_at=now,
+            )
+            for position, r in enumerate(requests)
+        ],
+    )
+
+
+def _fill(email: Email, rendered: RenderedEmail, *, queue: bool, now: datetime) -> None:
+    email.subject, email.body_html, email.body_text = rendered.subject, rendered.html, rendered.text
+    if queue:
+        email.status = EmailStatus.QUEUED
+        email.queued_at = email.next_attempt_at = now
+    else:
+        email.status = EmailStatus.DRAFT
+
+
+def _created_rows(
+    command: Mapping[str, Any],
+    email: Email,
+    rendered: RenderedEmail | None,
+    channels: Channels,
+    now: datetime,
+) -> list[dict[str, Any]]:
+
+    causation = command.get("causation_id")
+    created = {
+        "email_id": email.id,
+        "kind": email.kind,
+        "template": email.template,
+        "subject": email.subject,
+        "placement_request_ids": email.placement_request_ids,
+        "status": email.status.value,
+    }
+    rows = [
+        event_row(
+            channels.events, "communication.email_created", email.therapist_id, created, now, causation_id=causation
+        )
+    ]
+    if rendered is None:
+        return rows + failure_rows(email, channels, now, retry=False)
+    if email.status is EmailStatus.DRAFT:
+        return rows
+    rows.append(
+        event_row(
+            channels.events,
+            "communication.email_queued",
+            email.therapist_id,
+            {"email_id": email.id},
+            now,
+            causation_id=causation,
+        )
+    )
+    if rendered.fallback_reason is not None:
+        # A broken per-therapist template must not block the email: it goes out
+        # with the standard wording, and a person is told to fix the template.
+        alert = {
+            "severity": "warning",
+            "code": "template_override_broken",
+            "email_id": email.id,
+            "message": f"email {email.id}: the therapist's own template could not be used, "
+            f"the standard template was: {rendered.fallback_reason}",
+        }
+        rows.append(
+            event_row(channels.events, "communication.alert", email.therapist_id, alert, now, causation_id=causation)
+        )
+    return rows
+
+
+def _already_emailed(session: Session, request_ids: list[int]) -> set[int]:
+    """Second line of defence for "a placement request is emailed about once": the
+    table recognises replays for a retention period; the database remembers forever."""
+    if not request_ids:
+        return set()
+    return set(
+        session.scalars(
+            select(EmailBatch.placement_request_id)
+            .join(Email)
+            .where(
+                one_of(session, EmailBatch.placement_request_id, request_ids),
+                Email.kind == CONTACT_REQUEST,
+                Email.status != EmailStatus.FAILED,
+            )
+        )
+    )
+
+
+def _with_known_patient(session: Session, request: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A confirmation for a request that already left the table: take the patient
+    details from the email the request went out in."""
+    if request.get("patient"):
+        return request
+    known = known_request(session, int(request["placement_request_id"]))
+    if known is None:
+        return request
+    return {**request, "patient": known["patient"], "registered_at": known["registered_at"] or request["registered_at"]}
