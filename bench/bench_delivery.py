@@ -279,6 +279,8 @@ def rendered_messages(therapists: int) -> list[bytes]:
     """The same kind of message the worker sends, rendered once up front."""
     from zoneinfo import ZoneInfo
 
+    from domain.placement import PlacementRequest
+    from domain.therapist import TherapistProfile
     from streams.delivery.mime import OutgoingEmail, build_message, message_id_for
     from streams.email.context import Identity, email_context
     from streams.email.rendering import Renderer
@@ -288,13 +290,9 @@ def rendered_messages(therapists: int) -> list[bytes]:
     out = []
     for t in range(1, therapists + 1):
         recipient = therapist(t)
-        request = {
-            "placement_request_id": t,
-            "patient_id": 10_000 + t,
-            "registered_at": REGISTERED_AT,
-            "patient": PATIENT,
-        }
-        rendered = renderer.render("initial_contact", email_context(recipient, [request], identity), t)
+        request = PlacementRequest(t, 10_000 + t, datetime.fromisoformat(REGISTERED_AT), PATIENT)
+        profile = TherapistProfile(**recipient)
+        rendered = renderer.render("initial_contact", email_context(profile, [request], identity), t)
         outgoing = OutgoingEmail(
             message_id_for(str(uuid.uuid4()), identity.sender_email),
             identity.sender_email,

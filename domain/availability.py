@@ -9,6 +9,9 @@ range may end at ``24:00`` (the end of the day), which ``time`` cannot represent
 and slot finding does arithmetic on them anyway. A range is half-open, so ranges
 that touch (``09:00-10:00`` and ``10:00-11:00``) are valid and do not overlap.
 
+Input from outside goes through ``parse_availability``; what it accepted is stored
+as ``as_mapping()`` and read back with ``Availability.from_mapping``, which trusts it.
+
 A mistake raises ``InvalidAvailability`` with a message naming the problem and its
 place, e.g. ``availability.tuesday[1]: end 09:00 is not after start 10:00``, so it
 can go into a DLQ reason or a command rejection unchanged.
@@ -63,7 +66,7 @@ class Availability:
     """Per weekday (index 0 = Monday, as ``date.weekday()``) the ranges sorted by start.
 
     Constructing one directly checks the same invariants the parser does: seven
-    days, each sorted and without overlaps.
+    days, each sorted and without overlaps (``from_mapping``, for stored ones, does not).
     """
 
     days: tuple[tuple[TimeRange, ...], ...]
@@ -109,6 +112,22 @@ class Availability:
             for name, ranges in zip(WEEKDAYS, self.days, strict=True)
             if ranges
         }
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Sequence[Mapping[str, str]]]) -> Availability:
+        """The inverse of ``as_mapping``, for a mapping it wrote (an availability
+        ``parse_availability`` accepted and that was stored): the wire shape is not
+        checked again, as every slot search reads one (the dataclasses still check
+        their invariants). Anything else goes through ``parse_availability``."""
+        days: list[tuple[TimeRange, ...]] = [() for _ in WEEKDAYS]
+        for name, ranges in mapping.items():
+            days[WEEKDAYS.index(name)] = tuple(TimeRange(_minutes(r["start"]), _minutes(r["end"])) for r in ranges)
+        return cls(days=tuple(days))
+
+
+def _minutes(hh_mm: str) -> int:
+    """Minutes for an ``HH:MM`` that ``format_minutes`` wrote (``24:00`` is 1440)."""
+    return int(hh_mm[:2]) * 60 + int(hh_mm[3:])
 
 
 NO_AVAILABILITY = Availability(days=((),) * len(WEEKDAYS))

@@ -13,7 +13,8 @@ a "week" across a DST change 167 or 169 hours long.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 
@@ -36,3 +37,62 @@ def sliding_window(sent_at: Iterable[datetime], now: datetime, interval: timedel
     """
     horizon = now.astimezone(UTC) - interval
     return tuple(sorted(u for u in (t.astimezone(UTC) for t in sent_at) if u > horizon))
+
+
+@dataclass(frozen=True)
+class ClaimCandidate:
+    """A due email a worker is about to claim for sending."""
+
+    email_id: int
+    therapist_id: int
+    limited: bool  # counts toward the contact limit (confirmations do not)
+
+
+@dataclass(frozen=True)
+class Claim:
+    email_id: int
+
+
+@dataclass(frozen=True)
+class HoldBack:
+    """Not now: back in the queue until ``until``."""
+
+    email_id: int
+    until: datetime
+
+
+def check_claims(
+    candidates: Iterable[ClaimCandidate],
+    last_sent: Mapping[int, datetime],
+    being_sent: Collection[int],
+    now: datetime,
+    interval: timedelta,
+) -> list[Claim | HoldBack]:
+    """The weekly rule checked once more just before sending, one decision per candidate, in order.
+
+    The decision to write an email was taken against the therapist's history as
+    the therapist agent saw it; this check is against what was really sent
+    (``last_sent``: the latest limited send per therapist) and what other workers
+    are sending right now (``being_sent``: therapists with a limited email
+    claimed elsewhere). Of several limited emails for one therapist among the
+    candidates only the first may go. A held-back email waits until the limit
+    allows it, or one ``interval`` from ``now`` when that time has already come
+    (it is blocked by a send in progress or earlier in this claim).
+    """
+    decisions: list[Claim | HoldBack] = []
+    limited_here: set[int] = set()
+    for candidate in candidates:
+        if candidate.limited:
+            previous = last_sent.get(candidate.therapist_id)
+            allowed_at = next_contact_at(() if previous is None else (previous,), interval)
+            if (
+                candidate.therapist_id in limited_here
+                or candidate.therapist_id in being_sent
+                or (allowed_at is not None and now < allowed_at)
+            ):
+                until = allowed_at if allowed_at is not None and allowed_at > now else now + interval
+                decisions.append(HoldBack(candidate.email_id, until))
+                continue
+            limited_here.add(candidate.therapist_id)
+        decisions.append(Claim(candidate.email_id))
+    return decisions

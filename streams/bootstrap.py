@@ -3,11 +3,12 @@ renderers and agents from settings (nothing is created at import time)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -25,13 +26,17 @@ from streams.delivery.loop import DeliveryService
 from streams.delivery.mailer import Mailer, smtp_mailers
 from streams.delivery.process import DeliveryProcess
 from streams.delivery.relay import OutboxRelay
-from streams.delivery.scheduled import ScheduledWork, call_policy
+from streams.delivery.scheduled import ScheduledWork
+from streams.delivery.store import SqlDeliveryStore
 from streams.delivery.wakeups import Wakeups
+from streams.email.context import Identity
 from streams.email.rendering import Renderer
 from streams.kafka.app import create_app
 from streams.kafka.table import declare_therapist_table
 from streams.kafka.topics import declare_topics
+from streams.persistence.call_booking import CallPolicy
 from streams.persistence.db import Database
+from streams.persistence.delivery_results import RetryPolicy
 from streams.persistence.outbox import Channels
 from streams.settings import Settings
 
@@ -42,12 +47,84 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
+def open_database(settings: Settings) -> Database:
+    return Database(settings.database_url.get_secret_value())
+
+
+def call_policy(settings: Settings) -> CallPolicy:
+    """The booking rules of phone calls, for the agents and the scheduled work."""
+    return CallPolicy(
+        slot=settings.call_slot,
+        min_notice=settings.call_min_notice,
+        horizon=settings.call_horizon,
+        capacity=settings.call_capacity,
+        reminder_before=settings.call_reminder_before,
+        max_attempts=settings.max_call_attempts,
+        follow_up_after=settings.follow_up_after,
+        zone=settings.timezone,
+        daily_call_list=settings.daily_call_list,
+    )
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    """When a failed send is tried again, and how often."""
+    return RetryPolicy(settings.max_send_attempts, settings.retry_backoff_base, settings.retry_backoff_max)
+
+
+def sender_identity(settings: Settings) -> Identity:
+    return Identity(settings.sender_email, settings.sender_name)
+
+
+@dataclass
+class DeliveryPorts:
+    """What delivery needs, in the worker or in its delivery process."""
+
+    database: Database
+    mailers: list[Mailer]
+
+
+def delivery_services(settings: Settings) -> DeliveryPorts:
+    """The delivery process's own database and SMTP connections (the child shares
+    nothing with its parent but wake-ups)."""
+    return DeliveryPorts(open_database(settings), smtp_mailers(settings))
+
+
+def build_delivery(
+    settings: Settings,
+    database: Database,
+    mailers: Sequence[Mailer],
+    channels: Channels,
+    wakeups: Wakeups,
+    worker_id: str,
+    clock: Callable[[], datetime],
+    *,
+    claim_ahead: bool = False,
+    loop: asyncio.AbstractEventLoop | None = None,
+    beacon: Any = None,
+) -> DeliveryService:
+    """The one place a delivery loop is built: in the worker, and in the delivery process."""
+    store = SqlDeliveryStore(database, worker_id, channels, retry_delay=settings.poll_interval)
+    return DeliveryService(
+        settings,
+        store,
+        mailers,
+        retry_policy(settings),
+        wakeups,
+        clock,
+        claim_ahead=claim_ahead,
+        loop=loop,
+        beacon=beacon,
+    )
+
+
 @dataclass
 class Services:
     settings: Settings
     database: Database
     renderer: Renderer
     mailers: list[Mailer]
+    call_policy: CallPolicy
+    identity: Identity
     clock: Callable[[], datetime] = utcnow
     worker_id: str = field(default_factory=new_worker_id)
     wakeups: Wakeups = field(default_factory=Wakeups)
@@ -56,10 +133,12 @@ class Services:
     def from_settings(cls, settings: Settings) -> Services:
         return cls(
             settings=settings,
-            database=Database(settings.database_url.get_secret_value()),
+            database=open_database(settings),
             renderer=Renderer(settings.timezone, settings.template_dir),
             # With a delivery process the child opens its own connections.
             mailers=[] if settings.delivery_process else smtp_mailers(settings),
+            call_policy=call_policy(settings),
+            identity=sender_identity(settings),
         )
 
 
@@ -94,7 +173,7 @@ def build_app(services: Services) -> ServiceApp:
     app.agent(topics.therapists, name="ingest-therapists")(therapist_ingest(topics, clock, settings))
     app.agent(topics.inbox, name="therapists")(TherapistAgent(settings, topics, table, clock))
     app.agent(topics.commands, name="commands")(
-        CommandAgent(topics, services.database, channels, services.wakeups, clock, call_policy(settings), settings)
+        CommandAgent(topics, services.database, channels, services.wakeups, clock, services.call_policy, settings)
     )
     app.agent(topics.send_commands, name="sender")(
         SenderAgent(
@@ -105,7 +184,8 @@ def build_app(services: Services) -> ServiceApp:
             channels,
             services.wakeups,
             clock,
-            call_policy(settings),
+            services.call_policy,
+            services.identity,
         )
     )
 
@@ -128,7 +208,7 @@ def build_app(services: Services) -> ServiceApp:
                 settings, channels, services.wakeups, services.worker_id, loop=app.loop, beacon=app.beacon
             )
         else:
-            delivery = DeliveryService(
+            delivery = build_delivery(
                 settings,
                 services.database,
                 services.mailers,
@@ -151,7 +231,14 @@ def build_app(services: Services) -> ServiceApp:
             beacon=app.beacon,
         )
         scheduled = ScheduledWork(
-            settings, services.database, channels, services.wakeups, clock, loop=app.loop, beacon=app.beacon
+            settings,
+            services.database,
+            channels,
+            services.wakeups,
+            clock,
+            services.call_policy,
+            loop=app.loop,
+            beacon=app.beacon,
         )
         await app.add_runtime_dependency(delivery)
         await app.add_runtime_dependency(relay)

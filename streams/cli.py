@@ -26,9 +26,9 @@ def load_settings() -> Settings:
 
 
 def migrate_until_done(settings: Settings, *, wait: bool) -> None:
-    from streams.persistence.db import Database
+    from streams.bootstrap import open_database
 
-    database = Database(settings.database_url.get_secret_value())
+    database = open_database(settings)
     delay = 0.5
     try:
         while True:

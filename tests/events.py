@@ -7,6 +7,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from streams.messages import envelope as wire
+
 
 def envelope(
     event_type: str,
@@ -16,14 +18,15 @@ def envelope(
     occurred_at: datetime | None = None,
     producer: str = "tests",
 ) -> dict[str, Any]:
-    return {
-        "event_id": event_id or str(uuid.uuid4()),
-        "event_type": event_type,
-        "schema_version": 1,
-        "occurred_at": (occurred_at or datetime.now(UTC)).isoformat(),
-        "producer": producer,
-        "payload": payload,
-    }
+    """The service's envelope builder, for another service's event: a new id and
+    the current time unless given."""
+    return wire.envelope(
+        event_type,
+        payload,
+        event_id=event_id or str(uuid.uuid4()),
+        occurred_at=occurred_at or datetime.now(UTC),
+        producer=producer,
+    )
 
 
 def encode(document: dict[str, Any]) -> bytes:

@@ -18,11 +18,12 @@ from typing import Any
 import faust
 
 from streams.delivery.wakeups import Wakeups
-from streams.kafka.dead_letters import dead_letter_waiting, publish_dead_letter
+from streams.kafka.dead_letters import dead_letter_waiting
 from streams.kafka.publishing import PublishRefused, until_published
 from streams.kafka.topics import Topics
-from streams.messages.codec import dumps
-from streams.messages.commands import COMMANDS
+from streams.messages import inbox
+from streams.messages.codec import encode
+from streams.messages.commands import COMMANDS, CreateEmail, LiftEmailSuppression
 from streams.messages.parsing import InputEvent, Rejection, parse_input
 from streams.ops.logs import ThrottledWarning, log_failure
 from streams.persistence import call_booking, call_commands, commands, email_commands
@@ -31,12 +32,6 @@ from streams.persistence.outbox import Channels
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
-
-# Commands that need the therapist agent's state, and the inbox message kind for each.
-VIA_THERAPIST = {
-    "communication.create_email": "create_email",
-    "communication.lift_email_suppression": "lift_email_suppression",
-}
 
 
 class CommandAgent:
@@ -83,13 +78,8 @@ class CommandAgent:
                         message.offset,
                         parsed.reason,
                     )
-                    await publish_dead_letter(
-                        self.topics.dlq,
-                        message,
-                        parsed.reason,
-                        self.clock(),
-                        event_id=parsed.event_id,
-                        event_type=parsed.event_type,
+                    await self._dead_letter(
+                        message, parsed.reason, event_id=parsed.event_id, event_type=parsed.event_type
                     )
                     continue
                 await self.carry_out(parsed, message.key)
@@ -102,14 +92,24 @@ class CommandAgent:
                 log_failure(log, "command agent: cannot carry out a command", exc)
                 await self._dead_letter(message, f"internal error: {type(exc).__name__}")
 
-    async def _dead_letter(self, message: Any, reason: str) -> None:
-        await dead_letter_waiting(self.topics.dlq, message, reason, self.clock(), self.database_warning)
+    async def _dead_letter(
+        self, message: Any, reason: str, *, event_id: str | None = None, event_type: str | None = None
+    ) -> None:
+        await dead_letter_waiting(
+            self.topics.dlq,
+            message,
+            reason,
+            self.clock(),
+            self.database_warning,
+            event_id=event_id,
+            event_type=event_type,
+        )
 
     async def refuse(self, rejection: Rejection, key: bytes | None) -> None:
         """Answer a command with ``command_rejected`` (recorded, so a replay is answered once)."""
         assert rejection.event_id is not None and rejection.event_type is not None
         log.warning("command %s (%s) rejected: %s", rejection.event_id, rejection.event_type, rejection.reason)
-        stored = commands.Command(rejection.event_id, rejection.event_type, {}, _therapist_of(key))
+        stored = commands.Command(rejection.event_id, rejection.event_type, None, _therapist_of(key))
 
         def reject(*_: Any) -> list[dict[str, Any]]:
             raise commands.Rejected(rejection.reason)
@@ -126,21 +126,15 @@ class CommandAgent:
         self.wakeups.work_added()
 
     async def carry_out(self, command: InputEvent, key: bytes | None) -> None:
-        payload: dict[str, Any] = command.payload.model_dump(mode="json", exclude_none=True)
-        if command.event_type in VIA_THERAPIST:
-            therapist_id = payload["therapist_id"]
-            forwarded = {
-                "kind": VIA_THERAPIST[command.event_type],
-                "event_id": command.event_id,
-                "therapist_id": therapist_id,
-                "command": payload,
-            }
+        forwarded = _for_therapist(command)
+        if forwarded is not None:
+            inbox_key, value = str(forwarded.therapist_id).encode(), encode(forwarded)
             await until_published(
-                lambda: self.topics.inbox.send(key=str(therapist_id).encode(), value=dumps(forwarded)),
+                lambda: self.topics.inbox.send(key=inbox_key, value=value),
                 self.database_warning,
             )
             return
-        stored = commands.Command(command.event_id, command.event_type, payload, _therapist_of(key))
+        stored = commands.Command(command.event_id, command.event_type, command.payload, _therapist_of(key))
         # A database outage is waited out; an error retrying cannot cure goes to the DLQ.
         outcome = await run_retrying(
             self.database,
@@ -153,6 +147,19 @@ class CommandAgent:
         )
         log.info("command %s (%s): %s", command.event_id, command.event_type, outcome)
         self.wakeups.work_added()
+
+
+def _for_therapist(command: InputEvent) -> inbox.CreateEmail | inbox.LiftEmailSuppression | None:
+    """The inbox message for a command that needs the therapist agent's state, or None."""
+    match command.payload:
+        case CreateEmail() as payload:
+            # It crosses Kafka, so in its JSON form.
+            return inbox.CreateEmail(
+                command.event_id, payload.therapist_id, payload.model_dump(mode="json", exclude_none=True)
+            )
+        case LiftEmailSuppression() as payload:
+            return inbox.LiftEmailSuppression(command.event_id, payload.therapist_id, payload.reason)
+    return None
 
 
 def _answerable(rejection: Rejection, value: bytes | None, limit: int) -> bool:

@@ -4,7 +4,7 @@ the rest by therapist into the inbox (CONTRACT §3, §5.8)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -13,10 +13,13 @@ from typing import Any
 import faust
 
 from domain.availability import InvalidAvailability, parse_availability
+from domain.placement import PlacementRequest
+from domain.therapist import TherapistProfile
 from streams.kafka.dead_letters import dead_letter_waiting
 from streams.kafka.publishing import PublishRefused, until_published
 from streams.kafka.topics import Topics
-from streams.messages.codec import dumps
+from streams.messages import inbox
+from streams.messages.codec import encode
 from streams.messages.inputs import (
     MATCHING_EVENTS,
     THERAPIST_EVENTS,
@@ -32,53 +35,52 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def match_message(event: InputEvent) -> tuple[int, dict[str, Any]]:
+def match_message(event: InputEvent) -> tuple[inbox.Repartitioned, str | None]:
     payload = event.payload
     if isinstance(payload, MatchCreated):
         patient = payload.patient.model_dump(exclude={"registered_at"}, exclude_none=True)
-        return payload.therapist_id, {
-            "kind": "match_created",
-            "event_id": event.event_id,
-            "therapist_id": payload.therapist_id,
-            "request": {
-                "placement_request_id": payload.placement_request_id,
-                "patient_id": payload.patient_id,
-                "registered_at": payload.patient.registered_at.isoformat(),
-                "patient": patient,
-            },
-        }
+        request = PlacementRequest(
+            payload.placement_request_id, payload.patient_id, payload.patient.registered_at, patient
+        )
+        return inbox.MatchCreated(event.event_id, payload.therapist_id, request), None
     assert isinstance(payload, MatchStatusChanged)
-    return payload.therapist_id, {
-        "kind": "match_status_changed",
-        "event_id": event.event_id,
-        "therapist_id": payload.therapist_id,
-        "placement_request_id": payload.placement_request_id,
-        "patient_id": payload.patient_id,
-        "new_status": payload.new_status,
-    }
+    changed = inbox.MatchStatusChanged(
+        event.event_id, payload.therapist_id, payload.placement_request_id, payload.patient_id, payload.new_status
+    )
+    return changed, None
 
 
-def therapist_message(event: InputEvent) -> tuple[int, dict[str, Any]]:
-    """The inbox message for a therapist event. Phone availability is checked here:
-    an invalid one is refused on its own (see IngestAgent), the rest still applies."""
+def therapist_message(event: InputEvent) -> tuple[inbox.Repartitioned, str | None]:
+    """The inbox message for a therapist event, and why its phone availability was
+    refused, if it was: an invalid one is refused on its own (see IngestAgent), the
+    rest still applies."""
     payload = event.payload
-    common = {
-        "event_id": event.event_id,
-        "occurred_at": event.occurred_at.isoformat(),
-        "therapist_id": payload.therapist_id,
-    }
     if isinstance(payload, TherapistDeleted):
-        return payload.therapist_id, {"kind": "therapist_deleted", **common}
+        return inbox.TherapistDeleted(event.event_id, payload.therapist_id, event.occurred_at), None
     assert isinstance(payload, TherapistUpserted)
-    profile = payload.model_dump(mode="json", exclude_none=True)
-    profile.pop("availability", None)
-    message: dict[str, Any] = {"kind": "therapist_upserted", "profile": profile, **common}
+    availability: Mapping[str, Any] = {}
+    refused = None
     if payload.availability is not None:
         try:
-            profile["availability"] = parse_availability(payload.availability).as_mapping()
-        except InvalidAvailability as refused:
-            message["availability_refused"] = str(refused)
-    return payload.therapist_id, message
+            availability = parse_availability(payload.availability).as_mapping()
+        except InvalidAvailability as refusal:
+            refused = str(refusal)
+    profile = TherapistProfile(
+        therapist_id=payload.therapist_id,
+        email=payload.email,
+        first_name=payload.first_name,
+        last_name=payload.last_name,
+        title=payload.title,
+        salutation=payload.salutation,
+        phone=payload.phone,
+        timezone=payload.timezone,
+        contact_blocked=payload.contact_blocked,
+        availability=availability,
+    )
+    upserted = inbox.TherapistUpserted(
+        event.event_id, payload.therapist_id, event.occurred_at, profile, keep_availability=refused is not None
+    )
+    return upserted, refused
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ class IngestAgent:
         self,
         topics: Topics,
         known: dict[str, type],
-        translate: Callable[[InputEvent], tuple[int, dict[str, Any]]],
+        translate: Callable[[InputEvent], tuple[inbox.Repartitioned, str | None]],
         clock: Callable[[], datetime],
         limits: InputLimits,
     ) -> None:
@@ -139,11 +141,9 @@ class IngestAgent:
                 if isinstance(parsed, Rejection):
                     await self.reject(message, parsed)
                     continue
-                therapist_id, forwarded = self.translate(parsed)
-                refused = forwarded.pop("availability_refused", None)
+                forwarded, refused = self.translate(parsed)
                 if refused is not None:
                     # The availability goes to the DLQ for a person to fix; the rest applies.
-                    forwarded["keep_availability"] = True
                     reason = (
                         f"payload.{refused} (the availability was refused; the rest of the event was applied, "
                         "so a corrected availability must be sent with a new event_id)"
@@ -151,7 +151,8 @@ class IngestAgent:
                     await self.reject(
                         message, Rejection(reason=reason, event_id=parsed.event_id, event_type=parsed.event_type)
                     )
-                send = partial(self.topics.inbox.send, key=str(therapist_id).encode(), value=dumps(forwarded))
+                key = str(forwarded.therapist_id).encode()
+                send = partial(self.topics.inbox.send, key=key, value=encode(forwarded))
                 await until_published(send, self.broker_warning)
             except PublishRefused as refused:
                 await self.reject(message, Rejection(reason=f"internal error: {refused}"))

@@ -16,7 +16,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, assert_never
 
 import faust
 from sqlalchemy.orm import Session
@@ -24,9 +24,20 @@ from sqlalchemy.orm import Session
 from streams.delivery.wakeups import Wakeups
 from streams.email import context
 from streams.email.rendering import Renderer
-from streams.kafka.dead_letters import publish_dead_letter
+from streams.kafka.dead_letters import dead_letter_waiting
 from streams.kafka.topics import Topics
-from streams.messages.codec import dumps, loads
+from streams.messages.codec import encode
+from streams.messages.inbox import EmailFailed
+from streams.messages.send_commands import (
+    BookCall,
+    DirectoryUpdate,
+    ForgetRequestDetails,
+    RequestDetails,
+    SendCommand,
+    SendEmail,
+    SettleRequest,
+)
+from streams.messages.send_commands import decode as decode_send_command
 from streams.ops.logs import ThrottledWarning, log_failure
 from streams.persistence import call_booking, directory, email_creation, outbox, settled_requests, waiting_requests
 from streams.persistence.db import Database, run_retrying
@@ -50,6 +61,7 @@ class SenderAgent:
         wakeups: Wakeups,
         clock: Callable[[], datetime],
         policy: call_booking.CallPolicy,
+        identity: context.Identity,
     ) -> None:
         self.settings = settings
         self.policy = policy
@@ -59,7 +71,7 @@ class SenderAgent:
         self.channels = channels
         self.wakeups = wakeups
         self.clock = clock
-        self.identity = context.Identity(settings.sender_email, settings.sender_name)
+        self.identity = identity
         self.database_warning = ThrottledWarning(log)
 
     async def __call__(self, stream: faust.StreamT) -> None:
@@ -85,24 +97,28 @@ class SenderAgent:
             raise
         except Exception as exc:
             log_failure(log, "sender agent: cannot carry out a command", exc)
-            await publish_dead_letter(
-                self.topics.dlq, event.message, f"internal error: {type(exc).__name__}", self.clock()
+            await dead_letter_waiting(
+                self.topics.dlq,
+                event.message,
+                f"internal error: {type(exc).__name__}",
+                self.clock(),
+                self.database_warning,
             )
             await self._abandon(event)
 
     async def _abandon(self, event: Any) -> None:
         """A decided email that will not be created must not hold the window."""
         try:
-            command = loads(event.value)
-        except ValueError:
+            command = decode_send_command(event.value)
+        except Exception:  # undecodable: there is no decided email to abandon
             return
-        if command.get("kind") == "send_email" and command.get("email_key") and command.get("therapist"):
-            therapist_id = command["therapist"].get("therapist_id")
-            failed = {"kind": "email_failed", "email_key": command["email_key"], "therapist_id": therapist_id}
-            await self.topics.inbox.send(key=str(therapist_id).encode(), value=dumps(failed))
+        match command:
+            case SendEmail(email_key=email_key, therapist_id=therapist_id) if email_key:
+                failed = EmailFailed(therapist_id, email_key)
+                await self.topics.inbox.send(key=str(therapist_id).encode(), value=encode(failed))
 
     async def _store(self, events: list[Any]) -> None:
-        commands = [loads(event.value) for event in events]
+        commands = [decode_send_command(event.value) for event in events]
         await run_retrying(
             self.database,
             self._carry_out,
@@ -111,45 +127,54 @@ class SenderAgent:
             warn=lambda message, *args: self.database_warning("sender agent: " + message, *args),
         )
 
-    def _carry_out(self, session: Session, commands: list[dict[str, Any]], now: datetime) -> None:
-        """All commands of a batch, in their order, in one transaction."""
-        run: list[dict[str, Any]] = []
-        details: list[dict[str, Any]] = []
+    def _carry_out(self, session: Session, commands: list[SendCommand], now: datetime) -> None:
+        """All commands of a batch, in their order, in one transaction. A run of
+        emails is stored in one call, and so is a run of request details."""
+        emails: list[SendEmail] = []
+        details: list[RequestDetails] = []
 
-        def store_run() -> None:
+        def store_runs() -> None:
             if details:  # before anything that may need them
                 waiting_requests.keep(session, details, now)
                 details.clear()
-            if run:
+            if emails:
                 ids = email_creation.store_send_commands(
-                    session, run, self.renderer.render, self.identity, self.channels, now
+                    session, emails, self.renderer.render, self.identity, self.channels, now
                 )
                 stored = sum(1 for email_id in ids if email_id is not None)
                 if stored:
                     log.info("%d email(s) stored", stored)
-                run.clear()
+                emails.clear()
 
         for command in commands:
-            kind = command["kind"]
-            if kind == "send_email":
-                if details:
-                    store_run()
-                run.append(command)
-                continue
-            if kind == "request_details":
-                if run:
-                    store_run()
-                details.append(command)
-                continue
-            store_run()
-            if kind == "settle_request":
+            match command:
+                case SendEmail():
+                    if details:
+                        store_runs()
+                    emails.append(command)
+                case RequestDetails():
+                    if emails:
+                        store_runs()
+                    details.append(command)
+                case _:
+                    store_runs()
+                    self._carry_out_one(session, command, now)
+        store_runs()
+
+    def _carry_out_one(
+        self,
+        session: Session,
+        command: SettleRequest | DirectoryUpdate | ForgetRequestDetails | BookCall,
+        now: datetime,
+    ) -> None:
+        match command:
+            case SettleRequest():
                 settled_requests.settle_request(session, command, self.channels, now)
-            elif kind == "therapist_profile":
+            case DirectoryUpdate():
                 directory.update_directory(session, command, self.channels, now)
-            elif kind == "forget_request_details":
-                waiting_requests.forget(session, [int(r) for r in command["placement_request_ids"]])
-            elif kind == "book_call":
+            case ForgetRequestDetails():
+                waiting_requests.forget(session, command.placement_request_ids)
+            case BookCall():
                 call_booking.book_instead_of_email(session, command, self.policy, self.channels, now)
-            else:
-                raise ValueError(f"unknown send command {kind!r}")
-        store_run()
+            case _:
+                assert_never(command)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -24,6 +24,7 @@ from domain.decisions import (
     BookCall,
     Decision,
     DropRequest,
+    ForgetRequestDetails,
     KeepRequestDetails,
     LiftSuppression,
     RejectCommand,
@@ -34,22 +35,13 @@ from domain.decisions import (
     SyncDirectory,
 )
 from domain.placement import ACCEPTED
-from domain.therapist_state import TherapistState, Undeliverable
+from domain.therapist_state import TherapistState
 from streams.agents.ticks import bookmark_key, partition_of
 from streams.kafka.dead_letters import dead_letter_waiting
 from streams.kafka.publishing import PublishRefused, until_published
 from streams.kafka.topics import Topics
-from streams.messages.codec import (
-    dumps,
-    loads,
-    manual_email_command,
-    profile_from_wire,
-    profile_to_wire,
-    request_from_wire,
-    request_to_wire,
-    send_email_command,
-    state_to_wire,
-)
+from streams.messages import inbox, send_commands
+from streams.messages.codec import dumps, encode, state_to_wire
 from streams.messages.envelope import envelope
 from streams.ops.logs import ThrottledWarning, log_failure
 from streams.settings import Settings
@@ -96,7 +88,7 @@ class TherapistAgent:
     async def __call__(self, stream: faust.StreamT) -> None:
         async for event in stream.events():
             try:
-                message = loads(event.value)
+                message = inbox.decode(event.value)
                 # Broker trouble is waited out (handling is safe to repeat: the
                 # state is written last); anything else is a bug for a person.
                 await until_published(partial(self.handle, message, event.message.partition), self.broker_warning)
@@ -110,78 +102,54 @@ class TherapistAgent:
                     reason = f"internal error: {type(exc).__name__}"
                 await dead_letter_waiting(self.topics.dlq, event.message, reason, self.clock(), self.broker_warning)
 
-    async def handle(self, message: Mapping[str, Any], partition: int) -> None:
-        kind = message["kind"]
-        if kind == "tick":
-            await self.batch_run(partition, datetime.fromisoformat(message["now"]))
+    async def handle(self, message: inbox.InboxMessage, partition: int) -> None:
+        if isinstance(message, inbox.Tick):
+            await self.batch_run(partition, message.now)
             return
-        therapist_id = int(message["therapist_id"])
+        therapist_id = message.therapist_id
         stored = self.table.get(therapist_id)
         state = stored.copy() if stored is not None else TherapistState(therapist_id)
-        decisions = self._apply(state, kind, message, self.clock())
+        decisions = self.apply(state, message, self.clock())
         if state.memory_size() > PRUNE_ABOVE:
             now = self.clock()
             state.forget_before(now - self.settings.dedup_retention, now, self.settings.contact_interval)
         _check_size(state)  # before anything is published: a refused event changes nothing
-        await self._publish(therapist_id, decisions, message.get("event_id"))
+        await self._publish(therapist_id, decisions, getattr(message, "event_id", None))
         self.table[therapist_id] = state
 
-    def _apply(self, state: TherapistState, kind: str, m: Mapping[str, Any], now: datetime) -> list[Decision]:
-        if kind == "match_created":
-            return state.match_created(m["event_id"], request_from_wire(m["request"]), now)
-        if kind == "match_status_changed":
-            return state.match_status_changed(
-                m["event_id"], m["placement_request_id"], m["patient_id"], m["new_status"], now
-            )
-        if kind == "therapist_upserted":
-            occurred_at = datetime.fromisoformat(m["occurred_at"])
-            return state.therapist_upserted(
-                m["event_id"],
-                occurred_at,
-                profile_from_wire(m["profile"]),
-                now,
-                keep_availability=bool(m.get("keep_availability")),
-            )
-        if kind == "therapist_deleted":
-            return state.therapist_deleted(m["event_id"], datetime.fromisoformat(m["occurred_at"]), now)
-        if kind == "email_sent":
-            sent_at = datetime.fromisoformat(m["sent_at"])
-            state.email_sent(m["email_key"], bool(m["limited"]), sent_at, self.settings.contact_interval)
-            return []
-        if kind == "email_failed":
-            undeliverable = m.get("undeliverable")
-            return state.email_failed(
-                m["email_key"],
-                tuple(request_from_wire(r) for r in m.get("returned", ())),
-                None
-                if undeliverable is None
-                else Undeliverable(undeliverable["address"], undeliverable["reason"], undeliverable.get("email_id")),
-                now,
-            )
-        if kind == "call_not_booked":
-            state.call_not_booked(tuple(request_from_wire(r) for r in m["requests"]))
-            return []
-        if kind == "lift_email_suppression":
-            return state.lift_suppression(m["event_id"], m["command"].get("reason"), now)
-        if kind == "follow_up_email":
-            sent = m.get("original_sent_at")
-            return state.follow_up_email(
-                batching.derived_key("follow_up", m["email_id"]),
-                tuple(request_from_wire(r) for r in m["requests"]),
-                datetime.fromisoformat(sent) if sent else None,
-                now,
-            )
-        if kind == "create_email":
-            command = m["command"]
-            return state.manual_email(
-                m["event_id"],
-                command,
-                command.get("queue", True),
-                command.get("respect_contact_limit", True),
-                bool(command.get("recipient_email")),
-                now,
-            )
-        raise ValueError(f"unknown inbox message kind {kind!r}")
+    def apply(self, state: TherapistState, message: inbox.InboxMessage, now: datetime) -> list[Decision]:
+        """What the therapist's rules decide on ``message`` (``state`` changes in place)."""
+        match message:
+            case inbox.MatchCreated(event_id=event_id, request=request):
+                return state.match_created(event_id, request, now)
+            case inbox.MatchStatusChanged(event_id=event_id, new_status=new_status):
+                return state.match_status_changed(
+                    event_id, message.placement_request_id, message.patient_id, new_status, now
+                )
+            case inbox.TherapistUpserted(event_id=event_id, occurred_at=occurred_at, profile=profile):
+                return state.therapist_upserted(
+                    event_id, occurred_at, profile, now, keep_availability=message.keep_availability
+                )
+            case inbox.TherapistDeleted(event_id=event_id, occurred_at=occurred_at):
+                return state.therapist_deleted(event_id, occurred_at, now)
+            case inbox.EmailSent(email_key=email_key, limited=limited, sent_at=sent_at):
+                state.email_sent(email_key, limited, sent_at, self.settings.contact_interval)
+                return []
+            case inbox.EmailFailed(email_key=email_key, returned=returned, undeliverable=undeliverable):
+                return state.email_failed(email_key, returned, undeliverable, now)
+            case inbox.CallNotBooked(requests=requests):
+                state.call_not_booked(requests)
+                return []
+            case inbox.LiftEmailSuppression(event_id=event_id, reason=reason):
+                return state.lift_suppression(event_id, reason, now)
+            case inbox.FollowUpEmail(email_id=email_id, requests=requests, original_sent_at=sent_at):
+                return state.follow_up_email(batching.derived_key("follow_up", email_id), requests, sent_at, now)
+            case inbox.CreateEmail(event_id=event_id, command=command):
+                return state.manual_email(
+                    event_id, command, message.queue, message.respect_contact_limit, message.has_recipient, now
+                )
+            case inbox.Tick():
+                raise ValueError("a tick is not about one therapist")
 
     async def batch_run(self, partition: int, now: datetime) -> None:
         """On a tick: if a scheduled run is due on this partition, email every
@@ -216,11 +184,10 @@ class TherapistAgent:
                 planned.append((updated, decision))
         # Whoever has waited longest goes first (their oldest request leads the batch).
         planned.sort(key=lambda item: (batching.oldest_registration(item[1].requests), item[0].therapist_id))
-        pending = [
-            await self._send_command(updated.therapist_id, send_email_command(decision, None, True))
-            for updated, decision in planned
-        ]
-        pending.extend([await self._book_call(updated.therapist_id, call) for updated, call in calls])
+        pending = [await self._send(send_commands.SendEmail.decided(decision, None, True)) for _, decision in planned]
+        pending.extend(
+            [await self._send(send_commands.BookCall.decided(updated.therapist_id, call)) for updated, call in calls]
+        )
         for future in pending:
             await future
         for updated, _ in [*planned, *calls]:
@@ -245,89 +212,55 @@ class TherapistAgent:
     async def _publish(self, therapist_id: int, decisions: list[Decision], causation: str | None) -> None:
         pending = []
         for decision in decisions:
-            if isinstance(decision, SendEmail):
-                limited = decision.kind != CONFIRMATION
-                pending.append(await self._send_command(therapist_id, send_email_command(decision, causation, limited)))
-            elif isinstance(decision, DropRequest):
-                pending.append(await self._dropped(therapist_id, decision, causation))
-                if decision.reason != ACCEPTED:  # an accepted one's details serve its confirmation
-                    forget = {
-                        "kind": "forget_request_details",
+            match decision:
+                case SendEmail():
+                    limited = decision.kind != CONFIRMATION
+                    pending.append(await self._send(send_commands.SendEmail.decided(decision, causation, limited)))
+                case DropRequest():
+                    pending.append(await self._dropped(therapist_id, decision, causation))
+                    if decision.reason != ACCEPTED:  # an accepted one's details serve its confirmation
+                        forget = send_commands.ForgetRequestDetails(therapist_id, (decision.placement_request_id,))
+                        pending.append(await self._send(forget))
+                case KeepRequestDetails(request=request):
+                    # Not waited for (a wait per event would cost a broker round trip on
+                    # the hot path): Faust flushes it before the event's offset is
+                    # committed, and a replay of the event sends it again.
+                    await self._send(send_commands.RequestDetails(therapist_id, request))
+                case BookCall():
+                    pending.append(await self._send(send_commands.BookCall.decided(therapist_id, decision)))
+                case SuppressAddress():
+                    payload = {
                         "therapist_id": therapist_id,
-                        "placement_request_ids": [decision.placement_request_id],
+                        "address_hash": address_hash(decision.address),
+                        "reason": decision.reason,
+                        "email_id": decision.email_id,
                     }
-                    pending.append(await self._send_command(therapist_id, dumps(forget)))
-            elif isinstance(decision, KeepRequestDetails):
-                # Not waited for (a wait per event would cost a broker round trip on
-                # the hot path): Faust flushes it before the event's offset is
-                # committed, and a replay of the event sends it again.
-                details = {"kind": "request_details", "therapist_id": therapist_id}
-                details["request"] = request_to_wire(decision.request)
-                await self._send_command(therapist_id, dumps(details))
-            elif isinstance(decision, BookCall):
-                pending.append(await self._book_call(therapist_id, decision))
-            elif isinstance(decision, SuppressAddress):
-                payload = {
-                    "therapist_id": therapist_id,
-                    "address_hash": address_hash(decision.address),
-                    "reason": decision.reason,
-                    "email_id": decision.email_id,
-                }
-                key = batching.derived_key("email_suppressed", decision.email_key)
-                pending.append(await self._event(therapist_id, "communication.email_suppressed", payload, key, None))
-            elif isinstance(decision, LiftSuppression):
-                payload = {
-                    "therapist_id": therapist_id,
-                    "address_hash": address_hash(decision.address),
-                    "reason": decision.reason,
-                }
-                if decision.comment:
-                    payload["comment"] = decision.comment
-                key = batching.derived_key("email_suppression_lifted", decision.causation_id)
-                pending.append(
-                    await self._event(
-                        therapist_id, "communication.email_suppression_lifted", payload, key, decision.causation_id
-                    )
-                )
-            elif isinstance(decision, SendManualEmail):
-                pending.append(await self._send_command(therapist_id, manual_email_command(therapist_id, decision)))
-            elif isinstance(decision, SyncDirectory):
-                directory = {
-                    "kind": "therapist_profile",
-                    "therapist_id": therapist_id,
-                    "deleted": decision.deleted,
-                    "profile": profile_to_wire(decision.profile) if decision.profile else None,
-                }
-                pending.append(await self._send_command(therapist_id, dumps(directory)))
-            elif isinstance(decision, RejectCommand):
-                pending.append(await self._rejected(therapist_id, decision))
-            elif isinstance(decision, SettleEmailedRequest):
-                pending.append(
-                    await self._send_command(
-                        therapist_id,
-                        dumps(
-                            {
-                                "kind": "settle_request",
-                                "therapist_id": therapist_id,
-                                "placement_request_id": decision.placement_request_id,
-                                "status": decision.status,
-                            }
-                        ),
-                    )
-                )
+                    key = batching.derived_key("email_suppressed", decision.email_key)
+                    event_type = "communication.email_suppressed"
+                    pending.append(await self._event(therapist_id, event_type, payload, key, None))
+                case LiftSuppression():
+                    payload = {
+                        "therapist_id": therapist_id,
+                        "address_hash": address_hash(decision.address),
+                        "reason": decision.reason,
+                    }
+                    if decision.comment:
+                        payload["comment"] = decision.comment
+                    key = batching.derived_key("email_suppression_lifted", decision.causation_id)
+                    event_type = "communication.email_suppression_lifted"
+                    pending.append(await self._event(therapist_id, event_type, payload, key, decision.causation_id))
+                case SendManualEmail():
+                    pending.append(await self._send(send_commands.SendEmail.manual(therapist_id, decision)))
+                case SyncDirectory(profile=profile, deleted=deleted):
+                    pending.append(await self._send(send_commands.DirectoryUpdate(therapist_id, profile, deleted)))
+                case RejectCommand():
+                    pending.append(await self._rejected(therapist_id, decision))
+                case SettleEmailedRequest(placement_request_id=request_id, status=status):
+                    pending.append(await self._send(send_commands.SettleRequest(therapist_id, request_id, status)))
+                case ForgetRequestDetails(placement_request_ids=request_ids):
+                    pending.append(await self._send(send_commands.ForgetRequestDetails(therapist_id, request_ids)))
         for future in pending:
             await future
-
-    async def _book_call(self, therapist_id: int, call: BookCall) -> Any:
-        command = {
-            "kind": "book_call",
-            "therapist_id": therapist_id,
-            "call_key": call.call_key,
-            "reason": call.reason,
-            "requests": [[r.placement_request_id, r.patient_id, r.registered_at.isoformat()] for r in call.requests],
-            "decided_at": call.decided_at.isoformat(),
-        }
-        return await self._send_command(therapist_id, dumps(command))
 
     async def _event(
         self, therapist_id: int, event_type: str, payload: dict[str, Any], event_id: str, causation: str | None
@@ -335,8 +268,8 @@ class TherapistAgent:
         document = envelope(event_type, payload, event_id=event_id, occurred_at=self.clock(), causation_id=causation)
         return await self.topics.events.send(key=str(therapist_id).encode(), value=dumps(document))
 
-    async def _send_command(self, therapist_id: int, value: bytes) -> Any:
-        return await self.topics.send_commands.send(key=str(therapist_id).encode(), value=value)
+    async def _send(self, command: send_commands.SendCommand) -> Any:
+        return await self.topics.send_commands.send(key=str(command.therapist_id).encode(), value=encode(command))
 
     async def _rejected(self, therapist_id: int, rejection: RejectCommand) -> Any:
         payload = {

@@ -3,7 +3,6 @@ touches only its own partition's therapists (STYLE: time-driven work, design a).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from datetime import datetime
 
@@ -11,11 +10,8 @@ import faust
 from aiokafka.partitioner import murmur2
 
 from streams.kafka.topics import Topics
-from streams.messages.codec import (
-    dumps,
-)
-
-log = logging.getLogger(__name__)
+from streams.messages.codec import encode
+from streams.messages.inbox import Tick
 
 
 def bookmark_key(partition: int) -> str:
@@ -33,6 +29,6 @@ async def send_ticks(app: faust.App, topics: Topics, clock: Callable[[], datetim
     touches only that partition's therapists, so table writes stay co-partitioned."""
     inbox = topics.inbox.get_topic_name()
     owned = sorted(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == inbox)
-    value = dumps({"kind": "tick", "now": clock().isoformat()})
+    value = encode(Tick(clock()))
     for partition in owned:
         await topics.inbox.send(value=value, partition=partition)

@@ -2,7 +2,9 @@
 
 Runs on every worker; claims make sure each email is taken by one of them. The
 schedule (next attempt, claim expiry) lives in the database, so retries survive
-restarts and a retrying email never holds up anyone else's.
+restarts and a retrying email never holds up anyone else's. The loop reaches the
+database through a ``DeliveryStore`` and the SMTP server through ``Mailer``s (one
+per connection), so it runs against fakes in unit tests.
 
 Two kinds of SMTP trouble are told apart. A failure inside the mail transaction
 (a 4xx/5xx reply, a dropped connection, a timeout) is a failed attempt of that
@@ -22,23 +24,20 @@ import random
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from mode import Service
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from streams.delivery.mailer import Mailer, SmtpUnavailable, classify
 from streams.delivery.mime import build_message
+from streams.delivery.store import DeliveryStore, StoreUnavailable
 from streams.delivery.wakeups import Wakeups
-from streams.ops.logs import ThrottledWarning, log_failure
-from streams.persistence import delivery_queue, delivery_results, outbox
-from streams.persistence.db import Database, run_retrying
-from streams.persistence.outbox import add_rows, event_row
+from streams.ops.logs import ThrottledWarning
+from streams.persistence.delivery_queue import ClaimedEmail
+from streams.persistence.delivery_results import RetryPolicy
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # Sent emails recorded per commit, and commits that may run behind the sends.
 RECORD_GROUP = 8
@@ -84,11 +83,10 @@ class DeliveryService(Service):  # type: ignore[misc]
     def __init__(
         self,
         settings: Settings,
-        database: Database,
+        store: DeliveryStore,
         mailers: Sequence[Mailer],
-        channels: outbox.Channels,
+        policy: RetryPolicy,
         wakeups: Wakeups,
-        worker_id: str,
         clock: Callable[[], datetime],
         *,
         claim_ahead: bool = False,
@@ -100,17 +98,12 @@ class DeliveryService(Service):  # type: ignore[misc]
         # in-process loop about 10% (it competes for the GIL); see BENCHMARKS.md.
         self.claim_ahead = claim_ahead
         self.settings = settings
-        self.database = database
+        self.store = store
         self.mailers = list(mailers)
-        self.channels = channels
+        self.policy = policy
         self.wakeups = wakeups
-        self.worker_id = worker_id
         self.clock = clock
-        self.policy = delivery_results.RetryPolicy(
-            settings.max_send_attempts, settings.retry_backoff_base, settings.retry_backoff_max
-        )
         self.outage = Outage(settings)
-        self.database_warning = ThrottledWarning(log)
         self.smtp_warning = ThrottledWarning(log)
         self.sent = 0
         self._loop_ended = asyncio.Event()  # set whenever the delivery loop is not running
@@ -126,13 +119,12 @@ class DeliveryService(Service):  # type: ignore[misc]
 
     async def _deliver_until_stopped(self) -> None:
         pause = self.settings.poll_interval.total_seconds()
-        ahead: asyncio.Future[list[delivery_queue.ClaimedEmail]] | None = None
+        ahead: asyncio.Future[list[ClaimedEmail]] | None = None
         while not self.should_stop:
             self.wakeups.delivery.clear()
             try:
                 claimed = await (ahead if ahead is not None else self._claim())
-            except SQLAlchemyError as exc:
-                self.database_warning("delivery: database unavailable (%s); retrying", type(exc).__name__)
+            except StoreUnavailable:
                 await self.sleep(pause)
                 continue
             finally:
@@ -144,11 +136,9 @@ class DeliveryService(Service):  # type: ignore[misc]
             if not available:
                 await self.sleep(self.outage.next_pause())
 
-    def _claim(self) -> asyncio.Future[list[delivery_queue.ClaimedEmail]]:
+    def _claim(self) -> asyncio.Future[list[ClaimedEmail]]:
         return asyncio.ensure_future(
-            self.database.run(
-                delivery_queue.claim_due,
-                self.worker_id,
+            self.store.claim(
                 self.clock(),
                 self.settings.delivery_batch_size,
                 self.settings.delivery_lease,
@@ -156,9 +146,7 @@ class DeliveryService(Service):  # type: ignore[misc]
             )
         )
 
-    async def _send_all(
-        self, claimed: list[delivery_queue.ClaimedEmail]
-    ) -> tuple[bool, asyncio.Future[list[delivery_queue.ClaimedEmail]] | None]:
+    async def _send_all(self, claimed: list[ClaimedEmail]) -> tuple[bool, asyncio.Future[list[ClaimedEmail]] | None]:
         """Send the claimed emails, in order, over the mailers' connections at once.
 
         Returns whether the SMTP server was available, and (with ``claim_ahead``)
@@ -179,7 +167,7 @@ class DeliveryService(Service):  # type: ignore[misc]
         group: list[tuple[int, datetime]] = []
         recording: set[asyncio.Future[Any]] = set()
         unavailable: list[SmtpUnavailable] = []
-        ahead: asyncio.Future[list[delivery_queue.ClaimedEmail]] | None = None
+        ahead: asyncio.Future[list[ClaimedEmail]] | None = None
         renewed = self.clock()
 
         async def record_group() -> None:
@@ -187,7 +175,7 @@ class DeliveryService(Service):  # type: ignore[misc]
                 return
             done = list(group)
             group.clear()
-            task = asyncio.ensure_future(self._record(delivery_results.record_sent_many, done, self.channels))
+            task = asyncio.ensure_future(self.store.record_sent(done))
             recording.add(task)
             task.add_done_callback(recording.discard)
             if len(recording) >= GROUPS_IN_FLIGHT:
@@ -198,12 +186,7 @@ class DeliveryService(Service):  # type: ignore[misc]
             nonlocal renewed
             renewed = self.clock()
             ids = [e.id for e in queue] + sorted(in_hand)
-            held = (
-                await self._record(
-                    delivery_queue.renew_claims, ids, self.worker_id, renewed, self.settings.delivery_lease
-                )
-                or set()
-            )
+            held = await self.store.renew(ids, renewed, self.settings.delivery_lease)
             for email in [e for e in queue if e.id not in held]:
                 queue.remove(email)
 
@@ -256,19 +239,15 @@ class DeliveryService(Service):  # type: ignore[misc]
             self.wakeups.relay.set()
         return available, ahead
 
-    async def _prefetched(
-        self, ahead: asyncio.Future[list[delivery_queue.ClaimedEmail]]
-    ) -> list[delivery_queue.ClaimedEmail]:
+    async def _prefetched(self, ahead: asyncio.Future[list[ClaimedEmail]]) -> list[ClaimedEmail]:
         try:
             return await ahead
-        except SQLAlchemyError:  # nothing was claimed
+        except StoreUnavailable:  # nothing was claimed
             return []
 
-    async def _failed(self, email: delivery_queue.ClaimedEmail, exc: Exception) -> None:
+    async def _failed(self, email: ClaimedEmail, exc: Exception) -> None:
         error = classify(exc)
-        retry = await self._record(
-            delivery_results.record_failure, email.id, error, self.clock(), self.policy, self.channels
-        )
+        retry = await self.store.record_failure(email.id, error, self.clock(), self.policy)
         log.warning(
             "email %s to therapist %s: attempt failed (%s); %s",
             email.id,
@@ -284,10 +263,11 @@ class DeliveryService(Service):  # type: ignore[misc]
         self.smtp_warning("SMTP server unavailable (%s); delivery waits and retries", exc)
         if self.outage.due_alert(now):
             minutes = (now - self.outage.since).total_seconds() / 60
-            await self._alert(
+            await self.store.alert(
                 "error",
                 "smtp_unavailable",
                 f"no SMTP session could be opened for {minutes:.0f} minutes ({exc}); emails are queued",
+                now,
             )
             self.outage.alerted = True
 
@@ -298,37 +278,8 @@ class DeliveryService(Service):  # type: ignore[misc]
         log.info("SMTP server reachable again after %s", lasted - timedelta(microseconds=lasted.microseconds))
         self.outage = Outage(self.settings)
 
-    async def _alert(self, severity: str, code: str, message: str) -> None:
-        def write(session: Session) -> None:
-            alert = {"severity": severity, "code": code, "message": message}
-            add_rows(session, [event_row(self.channels.events, "communication.alert", None, alert, self.clock())])
-
-        try:
-            await self.database.run(write)
-        except SQLAlchemyError:
-            log.error("alert %s could not be stored: %s", code, message)
-
-    async def _release(self, remaining: list[delivery_queue.ClaimedEmail]) -> None:
-        try:
-            await self.database.run(delivery_queue.release_claims, [e.id for e in remaining], self.worker_id)
-        except SQLAlchemyError:  # the claims expire on their own
-            log.info("could not release %d claimed emails; their claims expire", len(remaining))
-
-    async def _record(self, work: Callable[..., T], *args: object) -> T | None:
-        """Record a result. The email went out (or failed), so wait out a database
-        outage rather than let the claim expire into a re-send; an error that
-        retrying cannot cure is logged, and the claim's expiry brings the email back."""
-        try:
-            return await run_retrying(
-                self.database,
-                work,
-                *args,
-                warn=lambda message, *a: self.database_warning("delivery: " + message, *a),
-                first_delay=self.settings.poll_interval.total_seconds(),
-            )
-        except SQLAlchemyError as exc:
-            log_failure(log, "delivery: cannot record a result", exc)
-            return None
+    async def _release(self, remaining: list[ClaimedEmail]) -> None:
+        await self.store.release([e.id for e in remaining])
 
     async def on_stop(self) -> None:
         """Stopping, the senders take no new email: the ones in hand are finished and

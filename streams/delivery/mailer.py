@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import Protocol
+from abc import ABC, abstractmethod
 
 import aiosmtplib
 
@@ -46,9 +46,16 @@ class SmtpUnavailable(SendError):
         super().__init__(message, temporary=True)
 
 
-class Mailer(Protocol):
+class Mailer(ABC):
+    """One connection to the SMTP server, reused for a run of messages.
+
+    ``send`` raises ``SendError`` when the message was not accepted, and
+    ``SmtpUnavailable`` when no session could be set up (nothing was tried)."""
+
+    @abstractmethod
     async def send(self, message: RawMessage) -> None: ...
 
+    @abstractmethod
     async def close(self) -> None: ...
 
 
@@ -84,7 +91,7 @@ def classify(exc: BaseException) -> SendError:
     return SendError(f"{type(exc).__name__}: {exc}", temporary=True)
 
 
-class SmtpMailer:
+class SmtpMailer(Mailer):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._client: aiosmtplib.SMTP | None = None

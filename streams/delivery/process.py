@@ -34,10 +34,8 @@ from typing import Any
 from mode import Service
 
 from streams.clock import utcnow
-from streams.delivery.loop import DeliveryService, stop_grace
-from streams.delivery.mailer import smtp_mailers
+from streams.delivery.loop import stop_grace
 from streams.delivery.wakeups import Wakeups
-from streams.persistence.db import Database
 from streams.persistence.outbox import Channels
 from streams.settings import Settings
 
@@ -192,9 +190,12 @@ async def _serve(settings: Settings, channels: Channels, worker_id: str, wake_fd
                 os.write(back_fd, b"r")
 
     _watch(loop, wake_fd, on_data=wakeups.delivery.set, on_end=parent_gone.set)
-    database = Database(settings.database_url.get_secret_value())
-    delivery = DeliveryService(
-        settings, database, smtp_mailers(settings), channels, wakeups, worker_id, utcnow, claim_ahead=True
+    # Here, not at the top: bootstrap imports this module to build the parent's side.
+    from streams import bootstrap
+
+    ports = bootstrap.delivery_services(settings)
+    delivery = bootstrap.build_delivery(
+        settings, ports.database, ports.mailers, channels, wakeups, worker_id, utcnow, claim_ahead=True
     )
     relay = asyncio.ensure_future(tell_relay())
     try:
@@ -203,4 +204,4 @@ async def _serve(settings: Settings, channels: Channels, worker_id: str, wake_fd
         await delivery.stop()
     finally:
         relay.cancel()
-        database.dispose()
+        ports.database.dispose()

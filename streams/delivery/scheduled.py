@@ -31,20 +31,6 @@ T = TypeVar("T")
 FOLLOW_UPS_PER_ROUND = 50
 
 
-def call_policy(settings: Settings) -> call_booking.CallPolicy:
-    return call_booking.CallPolicy(
-        slot=settings.call_slot,
-        min_notice=settings.call_min_notice,
-        horizon=settings.call_horizon,
-        capacity=settings.call_capacity,
-        reminder_before=settings.call_reminder_before,
-        max_attempts=settings.max_call_attempts,
-        follow_up_after=settings.follow_up_after,
-        zone=settings.timezone,
-        daily_call_list=settings.daily_call_list,
-    )
-
-
 class ScheduledWork(Service):  # type: ignore[misc]
     def __init__(
         self,
@@ -53,6 +39,7 @@ class ScheduledWork(Service):  # type: ignore[misc]
         channels: Channels,
         wakeups: Wakeups,
         clock: Callable[[], datetime],
+        policy: call_booking.CallPolicy,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)
@@ -61,7 +48,7 @@ class ScheduledWork(Service):  # type: ignore[misc]
         self.channels = channels
         self.wakeups = wakeups
         self.clock = clock
-        self.policy = call_policy(settings)
+        self.policy = policy
         self.database_warning = ThrottledWarning(log)
 
     @Service.task

@@ -31,7 +31,7 @@ from streams.demo.scenario import (
     FOLLOW_UP_AFTER,
     INTERVAL,
     THERAPISTS,
-    _envelope,
+    input_event,
     match_event,
     status_event,
     therapist_event,
@@ -184,7 +184,7 @@ class Demo:
             "responses": [{"placement_request_id": r, "outcome": "no_capacity"} for r in first_batch[12]],
         }
         await self._send(
-            producer, "communication-commands", 12, _envelope("communication.record_email_response", answer)
+            producer, "communication-commands", 12, input_event("communication.record_email_response", answer)
         )
         say(self.observed, "         Dr. Braun registers; 8 more patients for therapists emailed already;")
         say(self.observed, "         a therapist accepts a patient (confirmation goes out at once)")

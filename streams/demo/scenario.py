@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from streams.messages.envelope import envelope
+
 BATCH_EVERY = 5  # seconds between batch runs
 
 
@@ -105,15 +107,9 @@ DIAGNOSES = [
 AVAILABILITY = ["vormittags", "nachmittags ab 15 Uhr", "flexibel", "montags und mittwochs", "abends"]
 
 
-def _envelope(event_type: str, payload: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "event_id": str(uuid.uuid4()),
-        "event_type": event_type,
-        "schema_version": 1,
-        "occurred_at": datetime.now(UTC).isoformat(),
-        "producer": "demo",
-        "payload": payload,
-    }
+def input_event(event_type: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """An event of the other services, as the demo plays it: new, and now."""
+    return envelope(event_type, payload, event_id=str(uuid.uuid4()), occurred_at=datetime.now(UTC), producer="demo")
 
 
 def therapist_event(entry: tuple[int, str | None, str | None, str, str]) -> dict[str, Any]:
@@ -131,13 +127,13 @@ def therapist_event(entry: tuple[int, str | None, str | None, str, str]) -> dict
         payload["salutation"] = salutation
     if title:
         payload["title"] = title
-    return _envelope("therapist.created", payload)
+    return input_event("therapist.created", payload)
 
 
 def match_event(request_id: int, therapist_id: int, waiting_days: int) -> dict[str, Any]:
     n = request_id % len(FIRST_NAMES)
     registered = datetime.now(UTC) - timedelta(days=waiting_days)
-    return _envelope(
+    return input_event(
         "match.created",
         {
             "placement_request_id": request_id,
@@ -158,7 +154,7 @@ def match_event(request_id: int, therapist_id: int, waiting_days: int) -> dict[s
 
 
 def status_event(request_id: int, therapist_id: int, status: str) -> dict[str, Any]:
-    return _envelope(
+    return input_event(
         "match.status_changed",
         {
             "placement_request_id": request_id,

@@ -1,13 +1,22 @@
-"""The template context of an email: the therapist, the patients and the sender."""
+"""The template context of an email: the therapist, the patients and the sender.
+
+Templates read plain mappings (Jinja2); this is where the typed profile and
+requests become one.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from domain.placement import PlacementRequest
+from domain.therapist import TherapistProfile
+
 log = logging.getLogger(__name__)
+
+THERAPIST_FIELDS = ("title", "salutation", "first_name", "last_name", "email", "phone")
 
 
 @dataclass(frozen=True)
@@ -16,26 +25,26 @@ class Identity:
     sender_name: str
 
 
-def recipient_name(therapist: Mapping[str, Any]) -> str:
-    parts = [therapist.get("title"), therapist.get("first_name"), therapist.get("last_name")]
+def recipient_name(therapist: TherapistProfile) -> str:
+    parts = [therapist.title, therapist.first_name, therapist.last_name]
     return " ".join(str(p) for p in parts if p)
 
 
-def patient_context(request: Mapping[str, Any]) -> dict[str, Any]:
+def patient_context(request: PlacementRequest) -> dict[str, Any]:
     # The renderer completes the context (every documented field, None if unknown).
-    context = dict(request.get("patient") or {})
-    context["registered_at"] = request.get("registered_at")
-    context["placement_request_id"] = request["placement_request_id"]
+    context = dict(request.patient or {})
+    # ISO 8601, as the context has always held it (the local_date filter reads both).
+    context["registered_at"] = request.registered_at.isoformat() if request.registered_at else None
+    context["placement_request_id"] = request.placement_request_id
     return context
 
 
 def email_context(
-    therapist: Mapping[str, Any], requests: Sequence[Mapping[str, Any]], identity: Identity
+    therapist: TherapistProfile | None, requests: Sequence[PlacementRequest], identity: Identity
 ) -> dict[str, Any]:
+    """``therapist`` None: a manual email to an address without a directory entry."""
     return {
-        "therapist": {
-            name: therapist.get(name) for name in ("title", "salutation", "first_name", "last_name", "email", "phone")
-        },
+        "therapist": {name: None if therapist is None else getattr(therapist, name) for name in THERAPIST_FIELDS},
         "patients": [patient_context(r) for r in requests],
         "sender": {"name": identity.sender_name, "email": identity.sender_email},
     }

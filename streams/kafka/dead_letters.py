@@ -1,4 +1,5 @@
-"""Dead-letter records (CONTRACT §5.8): the original message, where it came from, and why."""
+"""Dead-letter records (CONTRACT §5.8): the original message, where it came from, and
+why; and the one dead-letter step every agent takes (``dead_letter_waiting``)."""
 
 from __future__ import annotations
 
@@ -81,12 +82,12 @@ async def dead_letter_waiting(
     event_id: str | None = None,
     event_type: str | None = None,
 ) -> None:
-    """Dead-letter ``message``, waiting out broker trouble. A record the broker can
-    never take (it is kept small, so this should not happen) is logged and skipped:
-    the stream must go on."""
+    """Dead-letter a consumed Kafka ``message``, waiting out broker trouble. A record
+    the broker can never take (it is kept small, so this should not happen) is logged
+    and skipped: the stream must go on."""
     try:
         await until_published(
-            lambda: publish_dead_letter(dlq, message, reason, received_at, event_id=event_id, event_type=event_type),
+            lambda: _publish(dlq, message, reason, received_at, event_id=event_id, event_type=event_type),
             warn,
         )
     except PublishRefused:
@@ -95,7 +96,7 @@ async def dead_letter_waiting(
         )
 
 
-async def publish_dead_letter(
+async def _publish(
     dlq: Any,
     message: Any,
     reason: str,
@@ -104,7 +105,7 @@ async def publish_dead_letter(
     event_id: str | None = None,
     event_type: str | None = None,
 ) -> None:
-    """Send a consumed Kafka ``message`` to the DLQ topic, keyed as it was."""
+    """One attempt to send ``message``'s record to the DLQ topic, keyed as it was."""
     await dlq.send(
         key=message.key,
         value=dead_letter(

@@ -1,7 +1,9 @@
-"""JSON forms of the domain objects that travel on internal topics and changelogs.
+"""JSON forms of what travels on the internal topics and the changelog: the domain
+objects inside messages, the messages themselves (``encode``, ``decode_kind``) and
+the therapist table's values (``STATE_CODEC``).
 
 Internal messages are the service's own business (CONTRACT §2): they are written
-and read only here, so they are decoded without a second validation pass.
+and read only by the service, so they are decoded without a second validation pass.
 """
 
 from __future__ import annotations
@@ -9,11 +11,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar, Protocol, Self, TypeVar
 
 from faust.serializers import codecs
 
-from domain.decisions import MANUAL, SendEmail, SendManualEmail
 from domain.placement import PlacementRequest
 from domain.therapist import TherapistProfile
 from domain.therapist_state import InFlightEmail, Suppression, TherapistState
@@ -29,8 +30,46 @@ def loads(raw: bytes | str) -> Any:
     return json.loads(raw)
 
 
-def _time(value: str) -> datetime:
+def time_from_wire(value: str) -> datetime:
     return datetime.fromisoformat(value)
+
+
+_time = time_from_wire
+
+
+# -- messages ---------------------------------------------------------------------------
+
+
+class Message(Protocol):
+    """An internal message (streams.messages.inbox, streams.messages.send_commands)."""
+
+    KIND: ClassVar[str]
+
+    def to_wire(self) -> dict[str, Any]: ...
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Any]) -> Self: ...
+
+
+M = TypeVar("M", bound=Message)
+
+
+class UnknownMessage(ValueError):
+    """A message whose ``kind`` this version does not know (a bug, or a newer writer)."""
+
+
+def encode(message: Message) -> bytes:
+    return dumps({"kind": message.KIND, **message.to_wire()})
+
+
+def decode_kind(raw: bytes | str, kinds: Mapping[str, type[M]], topic: str) -> M:
+    """The message ``raw`` holds, of the type its ``kind`` names among ``kinds``."""
+    wire = loads(raw)
+    kind = wire.get("kind") if isinstance(wire, dict) else None
+    message_type = kinds.get(kind) if isinstance(kind, str) else None
+    if message_type is None:
+        raise UnknownMessage(f"unknown {topic} message kind {kind!r}")
+    return message_type.from_wire(wire)
 
 
 # -- requests and profiles ----------------------------------------------------------
@@ -47,6 +86,10 @@ def request_to_wire(request: PlacementRequest) -> dict[str, Any]:
     if request.status is not None:
         wire["status"] = request.status
     return wire
+
+
+def requests_from_wire(wires: Any) -> tuple[PlacementRequest, ...]:
+    return tuple(request_from_wire(r) for r in wires or ())
 
 
 def request_from_wire(wire: Mapping[str, Any]) -> PlacementRequest:
@@ -171,45 +214,3 @@ class _StateCodec(codecs.Codec):  # type: ignore[misc]
 
 def register_state_codec() -> None:
     codecs.register(STATE_CODEC, _StateCodec())
-
-
-# -- send commands (therapist agent -> sender agent) --------------------------------
-
-
-def send_email_command(decision: SendEmail, causation_id: str | None, limited: bool) -> bytes:
-    return dumps(
-        {
-            "kind": "send_email",
-            "email_key": decision.email_key,
-            "email_kind": decision.kind,
-            "template": decision.template,
-            "therapist": profile_to_wire(decision.therapist),
-            "requests": [request_to_wire(r) for r in decision.requests],
-            "decided_at": decision.decided_at.isoformat(),
-            "causation_id": causation_id,
-            "limited": limited,
-            "context": dict(decision.context),
-        }
-    )
-
-
-def manual_email_command(therapist_id: int, decision: SendManualEmail) -> bytes:
-    content = decision.content
-    therapist = profile_to_wire(decision.therapist) if decision.therapist else {"therapist_id": therapist_id}
-    return dumps(
-        {
-            "kind": "send_email",
-            "email_key": decision.email_key,
-            "email_kind": MANUAL,
-            "template": content.get("template"),
-            "therapist": therapist,
-            "requests": [request_to_wire(r) for r in decision.requests],
-            "content": dict(content),
-            "queue": decision.queue,
-            "limited": decision.limited,
-            "respect_contact_limit": bool(content.get("respect_contact_limit", True)),
-            "decided_at": decision.decided_at.isoformat(),
-            "command_id": decision.command_id,
-            "causation_id": decision.command_id,
-        }
-    )

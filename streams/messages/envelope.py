@@ -37,14 +37,16 @@ def envelope(
     event_id: str,
     occurred_at: datetime,
     causation_id: str | None = None,
+    producer: str = PRODUCER,
 ) -> dict[str, Any]:
-    """An output envelope (CONTRACT §1)."""
+    """An output envelope (CONTRACT §1); with another ``producer``, the input events
+    the tests and the demo play."""
     document: dict[str, Any] = {
         "event_id": event_id,
         "event_type": event_type,
         "schema_version": SCHEMA_VERSION,
         "occurred_at": occurred_at.isoformat(),
-        "producer": PRODUCER,
+        "producer": producer,
         "payload": payload,
     }
     if causation_id is not None:

@@ -8,7 +8,7 @@ staff capacity."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
@@ -17,12 +17,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from domain.availability import parse_availability
+from domain.availability import Availability
 from domain.calls import CallStatus
-from domain.placement import PlacementRequest
 from domain.schedule import Schedule
 from domain.slots import BookedCalls, NoSlot, Slot, find_slot
-from streams.messages.internal import CallNotBooked
+from streams.messages.inbox import CallNotBooked
+from streams.messages.send_commands import BookCall
 from streams.persistence.commands import Rejected
 from streams.persistence.models import (
     PhoneCall,
@@ -110,7 +110,8 @@ def search_slot(
     exclude: int | None = None,
 ) -> Slot | NoSlot:
     """The next free slot (``at`` None) or whether ``at`` itself is free."""
-    availability = parse_availability(entry.availability or {})
+    # Stored as it was validated at ingest (``as_mapping``): not checked again here.
+    availability = Availability.from_mapping(entry.availability or {})
     start = at or now
     notice = timedelta(0) if at is not None else policy.min_notice
     horizon = timedelta(0) if at is not None else policy.horizon
@@ -218,17 +219,15 @@ def book_call(
 
 
 def book_instead_of_email(
-    session: Session, command: Mapping[str, Any], policy: CallPolicy, channels: Channels, now: datetime
+    session: Session, call: BookCall, policy: CallPolicy, channels: Channels, now: datetime
 ) -> None:
     """The therapist's address is suppressed: a call about the waiting requests at the
     next free slot (the same search and capacity rules as a follow-up call). Booked
     once per decision (``call_key``); without a free slot, an alert, and the requests
     wait for the next batch run."""
-    therapist_id = int(command["therapist_id"])
-    call_key = command["call_key"]
-    if session.scalars(select(PhoneCall.id).where(PhoneCall.call_key == call_key)).first() is not None:
+    therapist_id = call.therapist_id
+    if session.scalars(select(PhoneCall.id).where(PhoneCall.call_key == call.call_key)).first() is not None:
         return  # a replayed decision
-    requests = [(int(r[0]), int(r[1])) for r in command["requests"]]
     entry = session.get(TherapistDirectoryEntry, therapist_id)
     if entry is None or entry.deleted or entry.contact_blocked or not entry.availability:
         log.warning("therapist %s cannot be called now; the call for their requests is not booked", therapist_id)
@@ -239,9 +238,9 @@ def book_instead_of_email(
         row = book_call(
             session,
             therapist_id=therapist_id,
-            call_key=call_key,
-            requests=requests,
-            reason=command.get("reason", "undeliverable"),
+            call_key=call.call_key,
+            requests=[(r.placement_request_id, r.patient_id) for r in call.requests],
+            reason=call.reason,
             at=found.start,
             policy=policy,
             channels=channels,
@@ -255,11 +254,10 @@ def book_instead_of_email(
         "message": f"therapist {therapist_id}'s address cannot be reached and no call could be booked: "
         f"{found.reason}; the requests wait for the next batch run",
     }
-    returned = tuple(PlacementRequest(int(r[0]), int(r[1]), datetime.fromisoformat(r[2])) for r in command["requests"])
     add_rows(
         session,
         [
             event_row(channels.events, "communication.alert", therapist_id, alert, now),
-            inbox_row(channels, CallNotBooked(therapist_id, returned), now),
+            inbox_row(channels, CallNotBooked(therapist_id, call.requests), now),
         ],
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -14,6 +13,7 @@ from domain import calls as rules
 from domain.batching import derived_key
 from domain.calls import CallStatus, Finish, Reschedule
 from domain.slots import NoSlot, Slot
+from streams.messages.commands import CallOutcome, CancelCall, ScheduleCall, UpdateCall
 from streams.persistence.call_booking import (
     CallPolicy,
     Row,
@@ -48,17 +48,11 @@ def _schedulable(call: PhoneCall) -> None:
         raise Rejected(f"phone call {call.id}: {refusal}")
 
 
-def _at(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    return datetime.fromisoformat(value) if isinstance(value, str) else value
-
-
 def schedule_phone_call(
     session: Session, command: Command, channels: Channels, now: datetime, policy: CallPolicy
 ) -> list[Row]:
-    p = command.payload
-    therapist_id = int(p["therapist_id"])
+    p = command.payload_as(ScheduleCall)
+    therapist_id = p.therapist_id
     entry = entry_for_calls(session, therapist_id)
     if not entry.availability:
         raise Rejected(
@@ -66,8 +60,8 @@ def schedule_phone_call(
             "(their follow-ups go by email)"
         )
     lock_bookings(session)
-    at = slot_for(session, entry, policy, now, _at(p.get("scheduled_at")))
-    request_ids = [int(r) for r in p["placement_request_ids"]]
+    at = slot_for(session, entry, policy, now, p.scheduled_at)
+    request_ids = p.placement_request_ids
     patients = dict(
         session.execute(
             select(EmailBatch.placement_request_id, EmailBatch.patient_id).where(
@@ -86,7 +80,7 @@ def schedule_phone_call(
             policy=policy,
             channels=channels,
             now=now,
-            notes=p.get("notes"),
+            notes=p.notes,
             causation=command.command_id,
         )
     ]
@@ -95,17 +89,17 @@ def schedule_phone_call(
 def update_phone_call(
     session: Session, command: Command, channels: Channels, now: datetime, policy: CallPolicy
 ) -> list[Row]:
-    p = command.payload
-    call = _call(session, int(p["phone_call_id"]))
+    p = command.payload_as(UpdateCall)
+    call = _call(session, p.phone_call_id)
     _schedulable(call)
     events = []
-    if p.get("scheduled_at") is not None:
+    if p.scheduled_at is not None:
         entry = entry_for_calls(session, call.therapist_id)
         lock_bookings(session)
-        at = slot_for(session, entry, policy, now, _at(p["scheduled_at"]), exclude=call.id)
+        at = slot_for(session, entry, policy, now, p.scheduled_at, exclude=call.id)
         events.append(_moved(call, at, channels, now, command.command_id))
-    if p.get("notes") is not None:
-        call.notes = p["notes"]
+    if p.notes is not None:
+        call.notes = p.notes
         call.updated_at = now
         events.append(
             event_row(
@@ -143,27 +137,27 @@ def _moved(call: PhoneCall, at: datetime, channels: Channels, now: datetime, cau
 def cancel_phone_call(
     session: Session, command: Command, channels: Channels, now: datetime, policy: CallPolicy
 ) -> list[Row]:
-    call = _call(session, int(command.payload["phone_call_id"]))
+    p = command.payload_as(CancelCall)
+    call = _call(session, p.phone_call_id)
     _schedulable(call)
-    return [cancel_call(call, command.payload.get("reason") or "cancelled", channels, now, command.command_id)]
+    return [cancel_call(call, p.reason or "cancelled", channels, now, command.command_id)]
 
 
 def record_call_outcome(
     session: Session, command: Command, channels: Channels, now: datetime, policy: CallPolicy
 ) -> list[Row]:
-
-    p = command.payload
-    call = _call(session, int(p["phone_call_id"]))
+    p = command.payload_as(CallOutcome)
+    call = _call(session, p.phone_call_id)
     _schedulable(call)
     batches = {b.placement_request_id: b for b in call.batches}
-    outcomes = list(p.get("outcomes") or [])
-    missing = [o["placement_request_id"] for o in outcomes if int(o["placement_request_id"]) not in batches]
+    outcomes = p.outcomes
+    missing = [o.placement_request_id for o in outcomes if o.placement_request_id not in batches]
     if missing:
         raise Rejected(
             f"phone call {call.id} is not about placement request(s) {', '.join(map(str, missing))} "
             f"(it is about: {', '.join(map(str, sorted(batches))) or 'none'})"
         )
-    status = CallStatus(p["status"])
+    status = CallStatus(p.status)
     if status is not CallStatus.COMPLETED and outcomes:
         raise Rejected(f"outcomes per request belong to a completed call, not to one that was {status}")
     decision = rules.after_outcome(status, call.attempt, policy.max_attempts)
@@ -172,18 +166,18 @@ def record_call_outcome(
         found = _next_attempt_slot(session, call, policy, now)
         if isinstance(found, Slot):
             call.attempt = decision.attempt
-            call.outcome_notes = p.get("notes")
+            call.outcome_notes = p.notes
             return [_moved(call, found.start, channels, now, causation)]
         decision = Finish(status, f"no slot to call again: {found.reason}")
     call.status = decision.status
     call.completed_at = now
-    call.outcome_notes = p.get("notes")
+    call.outcome_notes = p.notes
     call.updated_at = now
     events = []
     for outcome in outcomes:
-        batch = batches[int(outcome["placement_request_id"])]
-        batch.outcome = outcome["outcome"]
-        batch.notes = outcome.get("notes")
+        batch = batches[outcome.placement_request_id]
+        batch.outcome = outcome.outcome
+        batch.notes = outcome.notes
         batch.updated_at = now
     events.append(
         event_row(
@@ -194,11 +188,7 @@ def record_call_outcome(
                 "phone_call_id": call.id,
                 "status": call.status.value,
                 "outcomes": [
-                    {
-                        "placement_request_id": o["placement_request_id"],
-                        "outcome": o["outcome"],
-                        "notes": o.get("notes"),
-                    }
+                    {"placement_request_id": o.placement_request_id, "outcome": o.outcome, "notes": o.notes}
                     for o in outcomes
                 ],
             },
@@ -207,7 +197,7 @@ def record_call_outcome(
         )
     )
     for outcome in outcomes:
-        batch = batches[int(outcome["placement_request_id"])]
+        batch = batches[outcome.placement_request_id]
         events.append(
             event_row(
                 channels.events,
@@ -216,7 +206,7 @@ def record_call_outcome(
                 {
                     "placement_request_id": batch.placement_request_id,
                     "patient_id": batch.patient_id,
-                    "outcome": outcome["outcome"],
+                    "outcome": outcome.outcome,
                     "channel": "phone",
                     "phone_call_id": call.id,
                 },

@@ -16,9 +16,17 @@ from sqlalchemy.orm import Session
 from domain.batching import derived_key
 from domain.calls import CallStatus
 from domain.decisions import CONTACT_REQUEST
-from domain.follow_up import RequestInEmail, open_requests
+from domain.follow_up import (
+    FollowUpCall,
+    NoFollowUp,
+    NoFollowUpReason,
+    RequestInEmail,
+    TherapistOnFile,
+    decide_follow_up,
+    without_call,
+)
 from domain.slots import Slot
-from streams.messages.internal import FollowUpEmail
+from streams.messages.inbox import FollowUpEmail
 from streams.persistence.call_booking import CallPolicy, book_call, lock_bookings, search_slot
 from streams.persistence.models import (
     Email,
@@ -51,23 +59,22 @@ def next_follow_up(session: Session, policy: CallPolicy, channels: Channels, now
     if email is None:
         return False
     email.follow_up_done_at = now
-    if email.response_received and not any(b.response_outcome for b in email.batches):
-        log.info("email %s was answered; no follow-up", email.id)
+    entry = session.get(TherapistDirectoryEntry, email.therapist_id)
+    decision = decide_follow_up(
+        email.response_received,
+        [RequestInEmail(b.placement_request_id, b.response_outcome, b.request_status) for b in email.batches],
+        None if entry is None else TherapistOnFile(entry.deleted, entry.contact_blocked, bool(entry.availability)),
+    )
+    if isinstance(decision, NoFollowUp):
+        if decision.reason is NoFollowUpReason.ANSWERED:
+            log.info("email %s was answered; no follow-up", email.id)
+        elif decision.reason is NoFollowUpReason.NOTHING_OPEN:
+            log.info("email %s: every request was answered or closed; no follow-up", email.id)
         return True
     batches = {b.placement_request_id: b for b in email.batches}
-    still_open = [
-        batches[r.placement_request_id]
-        for r in open_requests(
-            RequestInEmail(b.placement_request_id, b.response_outcome, b.request_status) for b in email.batches
-        )
-    ]
-    if not still_open:
-        log.info("email %s: every request was answered or closed; no follow-up", email.id)
-        return True
-    entry = session.get(TherapistDirectoryEntry, email.therapist_id)
-    if entry is not None and (entry.deleted or entry.contact_blocked):
-        return True
-    if entry is not None and entry.availability:
+    still_open = [batches[request_id] for request_id in decision.placement_request_ids]
+    if isinstance(decision, FollowUpCall):
+        assert entry is not None  # a call is decided only for a therapist on file
         lock_bookings(session)
         found = search_slot(session, entry, policy, now)
         if isinstance(found, Slot):
@@ -89,6 +96,8 @@ def next_follow_up(session: Session, policy: CallPolicy, channels: Channels, now
                 ],
             )
             return True
+        decision = without_call(decision, found.reason)
+    if decision.no_call_slot is not None:
         add_rows(
             session,
             [
@@ -100,8 +109,8 @@ def next_follow_up(session: Session, policy: CallPolicy, channels: Channels, now
                         "severity": "warning",
                         "code": "no_call_slot",
                         "email_id": email.id,
-                        "message": f"no follow-up call could be booked for email {email.id}: {found.reason}; "
-                        "a follow-up email goes out instead",
+                        "message": f"no follow-up call could be booked for email {email.id}: "
+                        f"{decision.no_call_slot}; a follow-up email goes out instead",
                     },
                     now,
                 )

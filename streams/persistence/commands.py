@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
+from streams.messages.fields import WireModel
 from streams.persistence.models import ProcessedCommand
 from streams.persistence.outbox import Channels, add_rows, command_rejected_row
 
@@ -23,13 +24,27 @@ class Rejected(Exception):
     """A well-formed command that cannot be carried out; the message says why."""
 
 
+Payload = TypeVar("Payload", bound=WireModel)
+
+
 @dataclass(frozen=True)
 class Command:
     command_id: str
     command_type: str
-    payload: Mapping[str, Any]
+    # The validated payload (streams.messages.commands); None for a command refused
+    # before its payload could be read (too large).
+    payload: WireModel | None
     # The therapist the command was keyed by (the topic's key), for the rejection.
     therapist_id: int | None
+
+    def payload_as(self, model: type[Payload]) -> Payload:
+        """The payload as the model its handler is for (a mismatch is a wiring bug)."""
+        if not isinstance(self.payload, model):
+            raise TypeError(
+                f"command {self.command_id} ({self.command_type}): expected a {model.__name__} payload, "
+                f"got {type(self.payload).__name__}"
+            )
+        return self.payload
 
 
 Handler = Callable[[Session, Command, Channels, datetime], list[dict[str, Any]]]

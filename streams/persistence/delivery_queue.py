@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from domain.contact_limit import next_contact_at
+from domain.contact_limit import Claim, ClaimCandidate, HoldBack, check_claims
 from streams.delivery.mime import OutgoingEmail
 from streams.persistence.db import one_of
 from streams.persistence.models import (
@@ -47,12 +47,14 @@ def claim_due(
 
     Due: queued and its time has come, or "being sent" by a worker whose claim ran
     out (it died between claiming and recording): that one is sent again, with the
-    same Message-ID.
+    same Message-ID. The weekly rule is checked once more (domain.contact_limit.
+    check_claims); an email it holds back goes back in the queue.
     """
     due = or_(
         and_(Email.status == EmailStatus.QUEUED, Email.next_attempt_at <= now),
         and_(Email.status == EmailStatus.SENDING, Email.claim_expires_at < now),
     )
+    # domain.delivery_order.delivery_order, in SQL so that LIMIT takes the most urgent.
     query = (
         select(Email)
         .where(due)
@@ -66,31 +68,31 @@ def claim_due(
         query = query.with_for_update(skip_locked=True)
     emails = list(session.scalars(query))
     limited = {e.therapist_id for e in emails if e.counts_toward_limit}
-    last_sent = _last_limited_send(session, limited)
-    being_sent = _limited_being_sent(session, limited, now)
+    decisions = check_claims(
+        (ClaimCandidate(e.id, e.therapist_id, e.counts_toward_limit) for e in emails),
+        _last_limited_send(session, limited),
+        _limited_being_sent(session, limited, now),
+        now,
+        contact_interval,
+    )
     claimed: list[ClaimedEmail] = []
-    limited_in_this_claim: set[int] = set()
-    for email in emails:
-        if email.counts_toward_limit:
-            previous = last_sent.get(email.therapist_id)
-            allowed_at = next_contact_at([previous] if previous else [], contact_interval)
-            if email.therapist_id in limited_in_this_claim | being_sent or (allowed_at and now < allowed_at):
-                # The weekly rule, checked once more against what was really sent.
+    for email, decision in zip(emails, decisions, strict=True):
+        match decision:
+            case HoldBack(until=until):
                 email.status = EmailStatus.QUEUED
-                email.next_attempt_at = allowed_at if allowed_at and allowed_at > now else now + contact_interval
+                email.next_attempt_at = until
                 email.claimed_by = email.claim_expires_at = None
                 log.warning(
                     "email %s to therapist %s held back until %s by the contact limit",
                     email.id,
                     email.therapist_id,
-                    email.next_attempt_at.isoformat(),
+                    until.isoformat(),
                 )
-                continue
-            limited_in_this_claim.add(email.therapist_id)
-        email.status = EmailStatus.SENDING
-        email.claimed_by = worker
-        email.claim_expires_at = now + lease
-        claimed.append(_snapshot(email))
+            case Claim():
+                email.status = EmailStatus.SENDING
+                email.claimed_by = worker
+                email.claim_expires_at = now + lease
+                claimed.append(_snapshot(email))
     return claimed
 
 

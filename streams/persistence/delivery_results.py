@@ -17,7 +17,7 @@ from domain.decisions import CONTACT_REQUEST
 from domain.retry import backoff_delay, should_retry
 from domain.therapist_state import Undeliverable
 from streams.delivery.mailer import SendError
-from streams.messages.internal import EmailFailed, EmailSent
+from streams.messages.inbox import EmailFailed, EmailSent
 from streams.persistence.db import one_of
 from streams.persistence.models import (
     EMAILS,

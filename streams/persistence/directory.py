@@ -5,14 +5,13 @@ cancelled and unsent emails fail."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from domain.calls import CallStatus
+from streams.messages.send_commands import DirectoryUpdate
 from streams.persistence.call_booking import cancel_call
 from streams.persistence.delivery_results import fail_unsent
 from streams.persistence.models import (
@@ -24,27 +23,29 @@ from streams.persistence.outbox import Channels, add_rows
 log = logging.getLogger(__name__)
 
 
-def update_directory(session: Session, command: Mapping[str, Any], channels: Channels, now: datetime) -> None:
+def update_directory(session: Session, update: DirectoryUpdate, channels: Channels, now: datetime) -> None:
     """Keep the therapist's directory entry; a deleted therapist's calls are cancelled."""
-    therapist_id = int(command["therapist_id"])
+    therapist_id = update.therapist_id
     entry = session.get(TherapistDirectoryEntry, therapist_id, with_for_update=True)
     if entry is None:
         entry = TherapistDirectoryEntry(
             therapist_id=therapist_id, availability={}, contact_blocked=False, deleted=False
         )
         session.add(entry)
-    if command.get("deleted"):
+    if update.deleted:
         entry.deleted = True
         entry.updated_at = now
         cancel_all_calls(session, therapist_id, "therapist_deleted", channels, now)
         fail_unsent(session, therapist_id, "therapist deleted: no further contact", channels, now)
         return
-    profile = command["profile"]
+    profile = update.profile
+    if profile is None:
+        raise ValueError(f"directory update for therapist {therapist_id}: neither a profile nor deleted")
     for name in ("email", "first_name", "last_name", "title", "salutation", "phone", "timezone"):
-        setattr(entry, name, profile.get(name))
-    if "availability" in profile:  # absent: a refused update kept the previous one
-        entry.availability = profile.get("availability") or {}
-    entry.contact_blocked = bool(profile.get("contact_blocked"))
+        setattr(entry, name, getattr(profile, name))
+    # A refused availability was replaced by the previous one before it came here.
+    entry.availability = dict(profile.availability)
+    entry.contact_blocked = profile.contact_blocked
     if entry.contact_blocked:
         cancel_all_calls(session, therapist_id, "contact_blocked", channels, now)
         fail_unsent(session, therapist_id, "therapist blocked for contact", channels, now)

@@ -15,6 +15,7 @@ from domain.decisions import CONTACT_REQUEST
 from domain.email_status import EmailStatus
 from streams.email.html_text import html_to_text
 from streams.email.sanitiser import clean_html
+from streams.messages.commands import RecordEmailResponse, UpdateEmail, UpdateEmailBatch
 from streams.persistence.commands import Command, Handler, Rejected
 from streams.persistence.models import Email, EmailBatch
 from streams.persistence.outbox import Channels, event_row
@@ -35,23 +36,23 @@ def _event(
 
 
 def update_email(session: Session, command: Command, channels: Channels, now: datetime) -> list[dict[str, Any]]:
-    p = command.payload
-    email = _email(session, p["email_id"])
-    refusal = email_status.update_refusal(email.status, p.get("status"))
+    p = command.payload_as(UpdateEmail)
+    email = _email(session, p.email_id)
+    refusal = email_status.update_refusal(email.status, p.status)
     if refusal:
         raise Rejected(f"email {email.id}: {refusal}")
     changed = []
-    if p.get("subject") is not None:
-        email.subject = p["subject"]
+    if p.subject is not None:
+        email.subject = p.subject
         changed.append("subject")
-    if p.get("body_html") is not None:
-        email.body_html = clean_html(p["body_html"])
+    if p.body_html is not None:
+        email.body_html = clean_html(p.body_html)
         changed.append("body_html")
-        if p.get("body_text") is None:
+        if p.body_text is None:
             email.body_text = html_to_text(email.body_html)
             changed.append("body_text")
-    if p.get("body_text") is not None:
-        email.body_text = p["body_text"]
+    if p.body_text is not None:
+        email.body_text = p.body_text
         changed.append("body_text")
     email.updated_at = now
     events = []
@@ -66,7 +67,7 @@ def update_email(session: Session, command: Command, channels: Channels, now: da
                 now,
             )
         )
-    if p.get("status") == EmailStatus.QUEUED:
+    if p.status == EmailStatus.QUEUED:
         _may_queue(session, email)
         # A draft goes out; a failed email gets a fresh set of attempts.
         email.status = EmailStatus.QUEUED
@@ -137,17 +138,17 @@ def _placement_response(
 def record_email_response(
     session: Session, command: Command, channels: Channels, now: datetime
 ) -> list[dict[str, Any]]:
-    p = command.payload
-    email, batches = _answerable(session, p["email_id"])
-    responses = list(p.get("responses") or [])
-    request_ids = [int(r["placement_request_id"]) for r in responses]
+    p = command.payload_as(RecordEmailResponse)
+    email, batches = _answerable(session, p.email_id)
+    responses = p.responses
+    request_ids = [r.placement_request_id for r in responses]
     _not_in_email(email, batches, request_ids)
     if len(set(request_ids)) != len(request_ids):
         raise Rejected(f"email {email.id}: a placement request is answered twice in one response")
-    received_at = datetime.fromisoformat(p["received_at"]) if isinstance(p["received_at"], str) else p["received_at"]
+    received_at = p.received_at
     email.response_received = True
     email.response_date = received_at
-    email.response_content = p.get("content")
+    email.response_content = p.content
     email.updated_at = now
     events = [
         _event(
@@ -158,7 +159,7 @@ def record_email_response(
                 "email_id": email.id,
                 "received_at": received_at.isoformat(),
                 "responses": [
-                    {"placement_request_id": r["placement_request_id"], "outcome": r["outcome"]} for r in responses
+                    {"placement_request_id": r.placement_request_id, "outcome": r.outcome} for r in responses
                 ],
             },
             command,
@@ -166,11 +167,11 @@ def record_email_response(
         )
     ]
     for response in responses:
-        batch = batches[int(response["placement_request_id"])]
-        batch.response_outcome = response["outcome"]
+        batch = batches[response.placement_request_id]
+        batch.response_outcome = response.outcome
         batch.responded_at = received_at
         batch.updated_at = now
-        events.append(_placement_response(channels, email, batch, response["outcome"], command, now))
+        events.append(_placement_response(channels, email, batch, response.outcome, command, now))
     # Answered requests are not followed up; an answer without outcomes answers all.
     answered = request_ids or list(batches)
     events += drop_from_calls(session, channels.events, answered, "answered by email", now, command.command_id)
@@ -178,17 +179,17 @@ def record_email_response(
 
 
 def update_email_batch(session: Session, command: Command, channels: Channels, now: datetime) -> list[dict[str, Any]]:
-    p = command.payload
-    email, batches = _answerable(session, p["email_id"])
-    _not_in_email(email, batches, [int(p["placement_request_id"])])
-    batch = batches[int(p["placement_request_id"])]
-    batch.response_outcome = p["outcome"]
-    if p.get("notes") is not None:
-        batch.response_notes = p["notes"]
+    p = command.payload_as(UpdateEmailBatch)
+    email, batches = _answerable(session, p.email_id)
+    _not_in_email(email, batches, [p.placement_request_id])
+    batch = batches[p.placement_request_id]
+    batch.response_outcome = p.outcome
+    if p.notes is not None:
+        batch.response_notes = p.notes
     batch.responded_at = batch.responded_at or now
     batch.updated_at = now
     return [
-        _placement_response(channels, email, batch, p["outcome"], command, now),
+        _placement_response(channels, email, batch, p.outcome, command, now),
         *drop_from_calls(session, channels.events, [batch.placement_request_id], "answered", now, command.command_id),
     ]
 

@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy import Table, insert, select, text
 from sqlalchemy.orm import Session
 
-from domain.decisions import CONFIRMATION, CONTACT_REQUEST, FOLLOW_UP, MANUAL
+from domain.decisions import CONFIRMATION, CONTACT_REQUEST, MANUAL
+from domain.delivery_order import priority_of
+from domain.placement import PlacementRequest
 from domain.therapist_state import CREATE_EMAIL
 from streams.delivery.mime import message_id_for
 from streams.email.context import Identity, email_context, recipient_name
 from streams.email.html_text import html_to_text
 from streams.email.rendering import RenderedEmail, RenderError
 from streams.email.sanitiser import clean_html
-from streams.messages.internal import EmailFailed
+from streams.messages.inbox import EmailFailed
+from streams.messages.send_commands import SendEmail
 from streams.persistence import waiting_requests
 from streams.persistence.db import one_of
 from streams.persistence.delivery_results import failure_rows
@@ -33,9 +37,6 @@ from streams.persistence.outbox import Channels, add_rows, command_rejected_row,
 
 log = logging.getLogger(__name__)
 
-# Lower goes first when many emails are due at once.
-PRIORITY = {CONFIRMATION: 0, MANUAL: 1, FOLLOW_UP: 2, CONTACT_REQUEST: 3}
-
 
 class Render(Protocol):
     def __call__(self, template: str, context: Mapping[str, Any], therapist_id: int | None = None) -> RenderedEmail: ...
@@ -43,7 +44,7 @@ class Render(Protocol):
 
 def store_send_commands(
     session: Session,
-    commands: Sequence[Mapping[str, Any]],
+    commands: Sequence[SendEmail],
     render: Render,
     identity: Identity,
     channels: Channels,
@@ -53,40 +54,40 @@ def store_send_commands(
     with one round of INSERTs; per command the new email's id, or None when there is
     nothing to create (a replayed command, or every request in it already emailed)."""
     commands = _with_patient_details(session, commands)
-    keys = [c["email_key"] for c in commands]
+    keys = [c.email_key for c in commands]
     known_keys = set(session.scalars(select(Email.email_key).where(one_of(session, Email.email_key, keys))))
     emailed = _already_emailed(
         session,
-        [int(r["placement_request_id"]) for c in commands if c["email_kind"] == CONTACT_REQUEST for r in c["requests"]],
+        [r.placement_request_id for c in commands if c.email_kind == CONTACT_REQUEST for r in c.requests],
     )
-    created: list[tuple[Mapping[str, Any], Email, RenderedEmail | None] | None] = []
+    created: list[tuple[SendEmail, Email, RenderedEmail | None] | None] = []
     messages: list[dict[str, Any]] = []
     for command in commands:
-        key = command["email_key"]
+        key = command.email_key
         if key in known_keys:
             created.append(None)
             continue
         known_keys.add(key)
-        therapist_id = int(command["therapist"]["therapist_id"])
-        requests = list(command["requests"])
-        if command["email_kind"] == CONTACT_REQUEST:
-            requests = [r for r in requests if int(r["placement_request_id"]) not in emailed]
+        therapist_id = command.therapist_id
+        requests = list(command.requests)
+        if command.email_kind == CONTACT_REQUEST:
+            requests = [r for r in requests if r.placement_request_id not in emailed]
             if not requests:
                 log.warning("email %s: every request in it was already emailed; not created", key)
                 messages.append(inbox_row(channels, EmailFailed(therapist_id, key), now))
                 created.append(None)
                 continue
-            emailed.update(int(r["placement_request_id"]) for r in requests)
-        elif command["email_kind"] == CONFIRMATION:
+            emailed.update(r.placement_request_id for r in requests)
+        elif command.email_kind == CONFIRMATION:
             requests = [_with_known_patient(session, r) for r in requests]
         rendered: RenderedEmail | None
-        if command["email_kind"] == MANUAL:
+        if command.email_kind == MANUAL:
             outcome = _new_manual_email(session, command, render, identity, now)
             if isinstance(outcome, str):
+                if command.command_id is None:  # a manual email is always some command's
+                    raise ValueError(f"email {key}: a manual email without its command id")
                 messages.append(
-                    command_rejected_row(
-                        channels.events, command["command_id"], CREATE_EMAIL, therapist_id, outcome, now
-                    )
+                    command_rejected_row(channels.events, command.command_id, CREATE_EMAIL, therapist_id, outcome, now)
                 )
                 messages.append(inbox_row(channels, EmailFailed(therapist_id, key), now))  # it held the window
                 created.append(None)
@@ -113,15 +114,15 @@ def store_send_commands(
     return [None if entry is None else entry[1].id for entry in created]
 
 
-def _with_patient_details(session: Session, commands: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+def _with_patient_details(session: Session, commands: Sequence[SendEmail]) -> list[SendEmail]:
     """The commands with their requests' patient details joined in (one lookup for
     the whole batch): the therapist table, and so the command, carries none."""
-    flat = waiting_requests.with_details(session, [r for c in commands for r in c["requests"]])
-    filled: list[Mapping[str, Any]] = []
+    flat = waiting_requests.with_details(session, [r for c in commands for r in c.requests])
+    filled: list[SendEmail] = []
     start = 0
     for command in commands:
-        count = len(command["requests"])
-        filled.append({**command, "requests": flat[start : start + count]})
+        count = len(command.requests)
+        filled.append(replace(command, requests=tuple(flat[start : start + count])))
         start += count
     return filled
 
@@ -162,14 +163,14 @@ def _column_values(row: Any, table: Table) -> dict[str, Any]:
 
 
 def _new_manual_email(
-    session: Session, command: Mapping[str, Any], render: Render, identity: Identity, now: datetime
+    session: Session, command: SendEmail, render: Render, identity: Identity, now: datetime
 ) -> tuple[Email, RenderedEmail] | str:
     """The email of a ``create_email`` command, or why it cannot be created."""
-    content = command["content"]
-    therapist = dict(command["therapist"])
-    requests = list(command["requests"])
+    content = command.content or {}
+    therapist = command.therapist  # None: no directory entry, the command names the address
+    requests = list(command.requests)
     for request_id in (int(r) for r in content.get("placement_request_ids") or ()):
-        if any(int(r["placement_request_id"]) == request_id for r in requests):
+        if any(r.placement_request_id == request_id for r in requests):
             continue
         known = known_request(session, request_id)
         if known is None:
@@ -178,55 +179,59 @@ def _new_manual_email(
     if content.get("template"):
         context = {**email_context(therapist, requests, identity), **(content.get("context") or {})}
         try:
-            rendered = render(content["template"], context, int(therapist["therapist_id"]))
+            rendered = render(content["template"], context, command.therapist_id)
         except RenderError as exc:
             return f"template {content['template']!r} cannot be used: {exc}"
     else:
         html = clean_html(content["body_html"])
         rendered = RenderedEmail(content["subject"], html, content.get("body_text") or html_to_text(html))
-    if content.get("recipient_email"):
-        therapist["email"] = content["recipient_email"]
-        therapist["first_name"] = therapist["last_name"] = therapist["title"] = None
+    address = content.get("recipient_email") or (therapist.email if therapist is not None else None)
+    if not address:
+        raise ValueError(f"email {command.email_key}: no recipient address")
     if content.get("recipient_name"):
-        therapist["first_name"], therapist["last_name"], therapist["title"] = None, content["recipient_name"], None
+        name = str(content["recipient_name"])
+    elif content.get("recipient_email") or therapist is None:
+        name = ""
+    else:
+        name = recipient_name(therapist)
     # Counts toward the limit whenever the command said to respect it, also a draft
     # that is queued later (delivery then holds it back until the window allows).
-    limits = {**command, "limited": command.get("respect_contact_limit", True)}
-    email = _email_row(limits, therapist, requests, identity, now)
-    _fill(email, rendered, queue=command.get("queue", True), now=now)
+    email = _email_row(command, address, name, requests, identity, now, limited=command.respect_contact_limit)
+    _fill(email, rendered, queue=command.queue, now=now)
     return email, rendered
 
 
-def known_request(session: Session, request_id: int) -> dict[str, Any] | None:
+def known_request(session: Session, request_id: int) -> PlacementRequest | None:
     """A placement request as the last email about it described it."""
-    batch = session.scalars(
+    batch = _last_batch(session, request_id)
+    return None if batch is None else batch.as_request()
+
+
+def _last_batch(session: Session, request_id: int) -> EmailBatch | None:
+    return session.scalars(
         select(EmailBatch).where(EmailBatch.placement_request_id == request_id).order_by(EmailBatch.id.desc()).limit(1)
     ).first()
-    if batch is None:
-        return None
-    return {
-        "placement_request_id": request_id,
-        "patient_id": batch.patient_id,
-        "registered_at": batch.registered_at.isoformat() if batch.registered_at else None,
-        "patient": dict(batch.patient),
-    }
 
 
 def _new_email(
-    command: Mapping[str, Any],
-    requests: list[Mapping[str, Any]],
+    command: SendEmail,
+    requests: list[PlacementRequest],
     render: Render,
     identity: Identity,
     now: datetime,
 ) -> tuple[Email, RenderedEmail | None]:
     """A templated email (contact request, follow-up, confirmation). A template
     that cannot be rendered fails this one email, with the reason."""
-    email = _email_row(command, command["therapist"], requests, identity, now)
+    therapist, template = command.therapist, command.template
+    if therapist is None or template is None:
+        raise ValueError(f"email {command.email_key}: a {command.email_kind} email needs a profile and a template")
+    name = recipient_name(therapist)
+    email = _email_row(command, therapist.email, name, requests, identity, now, limited=command.limited)
     try:
-        context = {**email_context(command["therapist"], requests, identity), **(command.get("context") or {})}
-        rendered = render(command["template"], context, email.therapist_id)
+        context = {**email_context(therapist, requests, identity), **(command.context or {})}
+        rendered = render(template, context, email.therapist_id)
     except RenderError as exc:
-        email.subject, email.body_html, email.body_text = f"({command['template']})", "", ""
+        email.subject, email.body_html, email.body_text = f"({template})", "", ""
         email.status = EmailStatus.FAILED
         email.error_message = str(exc)
         return email, None
@@ -235,41 +240,43 @@ def _new_email(
 
 
 def _email_row(
-    command: Mapping[str, Any],
-    therapist: Mapping[str, Any],
-    requests: list[Mapping[str, Any]],
+    command: SendEmail,
+    address: str,
+    name: str,
+    requests: list[PlacementRequest],
     identity: Identity,
     now: datetime,
+    *,
+    limited: bool,
 ) -> Email:
-    key = command["email_key"]
-    kind = command["email_kind"]
+    key = command.email_key
+    kind = command.email_kind
     return Email(
         email_key=key,
-        therapist_id=int(therapist["therapist_id"]),
+        therapist_id=command.therapist_id,
         kind=kind,
-        template=command.get("template"),
-        recipient_email=therapist["email"],
-        recipient_name=recipient_name(therapist) or therapist["email"],
+        template=command.template,
+        recipient_email=address,
+        recipient_name=name or address,
         sender_email=identity.sender_email,
         sender_name=identity.sender_name,
-        placement_request_ids=[int(r["placement_request_id"]) for r in requests],
+        placement_request_ids=[r.placement_request_id for r in requests],
         message_id=message_id_for(key, identity.sender_email),
-        priority=PRIORITY.get(kind, PRIORITY[CONTACT_REQUEST]),
-        oldest_registered_at=min(
-            (datetime.fromisoformat(r["registered_at"]) for r in requests if r.get("registered_at")), default=None
-        ),
-        counts_toward_limit=bool(command.get("limited", kind != CONFIRMATION)),
+        priority=priority_of(kind),
+        # A request without a registration time (none come from the topics) is tolerated.
+        oldest_registered_at=min((r.registered_at for r in requests if r.registered_at), default=None),
+        counts_toward_limit=limited,
         retry_count=0,
         response_received=False,
         created_at=now,
         updated_at=now,
         batches=[
             EmailBatch(
-                placement_request_id=int(r["placement_request_id"]),
-                patient_id=int(r["patient_id"]),
+                placement_request_id=r.placement_request_id,
+                patient_id=r.patient_id,
                 position=position,
-                registered_at=datetime.fromisoformat(r["registered_at"]) if r.get("registered_at") else None,
-                patient=dict(r.get("patient") or {}),
+                registered_at=r.registered_at,
+                patient=dict(r.patient or {}),
                 created_at=now,
                 updated_at=now,
             )
@@ -288,14 +295,14 @@ def _fill(email: Email, rendered: RenderedEmail, *, queue: bool, now: datetime) 
 
 
 def _created_rows(
-    command: Mapping[str, Any],
+    command: SendEmail,
     email: Email,
     rendered: RenderedEmail | None,
     channels: Channels,
     now: datetime,
 ) -> list[dict[str, Any]]:
 
-    causation = command.get("causation_id")
+    causation = command.causation_id
     created = {
         "email_id": email.id,
         "kind": email.kind,
@@ -357,12 +364,12 @@ def _already_emailed(session: Session, request_ids: list[int]) -> set[int]:
     )
 
 
-def _with_known_patient(session: Session, request: Mapping[str, Any]) -> Mapping[str, Any]:
+def _with_known_patient(session: Session, request: PlacementRequest) -> PlacementRequest:
     """A confirmation for a request that already left the table: take the patient
     details from the email the request went out in."""
-    if request.get("patient"):
+    if request.patient:
         return request
-    known = known_request(session, int(request["placement_request_id"]))
+    known = _last_batch(session, request.placement_request_id)
     if known is None:
         return request
-    return {**request, "patient": known["patient"], "registered_at": known["registered_at"] or request["registered_at"]}
+    return replace(request, patient=dict(known.patient), registered_at=known.registered_at or request.registered_at)

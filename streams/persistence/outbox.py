@@ -17,9 +17,9 @@ from sqlalchemy import Insert, delete, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from streams.messages.codec import dumps
+from streams.messages.codec import dumps, encode
 from streams.messages.envelope import envelope
-from streams.messages.internal import Feedback, encode
+from streams.messages.inbox import Feedback
 from streams.persistence.db import one_of
 from streams.persistence.models import OUTBOX, Lease, OutboxMessage
 

@@ -4,7 +4,7 @@ answered is taken out of calls still to be made (it is not discussed on the phon
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from domain.calls import CallStatus
 from domain.placement import ACCEPTED, CLOSING_STATUSES
+from streams.messages.send_commands import SettleRequest
 from streams.persistence.models import EmailBatch, PhoneCall, PhoneCallBatch
 from streams.persistence.outbox import Channels, add_rows, event_row
 
@@ -75,11 +76,10 @@ def drop_from_calls(
     return rows
 
 
-def settle_request(session: Session, command: Mapping[str, Any], channels: Channels, now: datetime) -> None:
+def settle_request(session: Session, settle: SettleRequest, channels: Channels, now: datetime) -> None:
     """A request already emailed changed status: record it on its batch entries;
     closed or accepted, it is no longer part of a call still to be made."""
-    request_id = int(command["placement_request_id"])
-    status = command["status"]
+    request_id, status = settle.placement_request_id, settle.status
     session.execute(
         update(EmailBatch)
         .where(EmailBatch.placement_request_id == request_id)

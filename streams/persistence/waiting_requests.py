@@ -9,7 +9,8 @@ batch entry instead.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -17,25 +18,26 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from domain.placement import PlacementRequest
+from streams.messages.send_commands import RequestDetails
 from streams.persistence.db import one_of
 from streams.persistence.models import EmailBatch, WaitingRequest
 
 
-def keep(session: Session, commands: Sequence[Mapping[str, Any]], now: datetime) -> None:
+def keep(session: Session, details: Sequence[RequestDetails], now: datetime) -> None:
     """Store (or replace: a request proposed again may say more) requests' details,
     in one statement."""
-    if not commands:
+    if not details:
         return
     rows: dict[int, dict[str, Any]] = {}
-    for command in commands:  # the last word on a request wins
-        request = command["request"]
-        request_id = int(request["placement_request_id"])
-        rows[request_id] = {
-            "placement_request_id": request_id,
-            "therapist_id": int(command["therapist_id"]),
-            "patient_id": int(request["patient_id"]),
-            "registered_at": datetime.fromisoformat(request["registered_at"]),
-            "patient": dict(request.get("patient") or {}),
+    for detail in details:  # the last word on a request wins
+        request = detail.request
+        rows[request.placement_request_id] = {
+            "placement_request_id": request.placement_request_id,
+            "therapist_id": detail.therapist_id,
+            "patient_id": request.patient_id,
+            "registered_at": request.registered_at,
+            "patient": dict(request.patient or {}),
             "updated_at": now,
         }
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
@@ -58,20 +60,19 @@ def forget(session: Session, request_ids: Sequence[int]) -> None:
         )
 
 
-def with_details(session: Session, requests: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def with_details(session: Session, requests: Iterable[PlacementRequest]) -> list[PlacementRequest]:
     """The requests, each with its patient details: as given, else from the waiting
     row, else from the last email the request was in (else none are known)."""
-    filled = [dict(r) for r in requests]
-    missing = [int(r["placement_request_id"]) for r in filled if not r.get("patient")]
+    given = list(requests)
+    missing = [r.placement_request_id for r in given if not r.patient]
     if not missing:
-        return filled
+        return given
     known = _waiting(session, missing)
     known.update(_last_emailed(session, [r for r in missing if r not in known]))
-    for request in filled:
-        found = known.get(int(request["placement_request_id"]))
-        if not request.get("patient") and found is not None:
-            request["patient"] = found
-    return filled
+    return [
+        replace(r, patient=known[r.placement_request_id]) if not r.patient and r.placement_request_id in known else r
+        for r in given
+    ]
 
 
 def _waiting(session: Session, request_ids: list[int]) -> dict[int, dict[str, Any]]:

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.waiting import until_blocking
+
 CHROMIUM_FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -137,13 +139,8 @@ class Chromium:
             self._events = [e for e in self._events if e.get("sessionId") != session]
 
     def wait_for(self, session: str, method: str, timeout: float = TIMEOUT) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = self.events(session, method)
-            if found:
-                return found[-1]
-            time.sleep(0.01)
-        raise CDPError(f"no {method} within {timeout}s")
+        found = until_blocking(lambda: self.events(session, method), timeout, method, every=0.01, error=CDPError)
+        return found[-1]
 
     @contextmanager
     def page(self, width: int, height: int = 900) -> Iterator[Page]:

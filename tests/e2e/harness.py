@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import create_engine, text
@@ -25,6 +25,9 @@ from streams.demo.broker import LocalBroker
 from streams.demo.smtp_capture import Received, SmtpCapture
 from tests.events import envelope
 from tests.services import postgres_database
+from tests.waiting import until
+
+T = TypeVar("T")
 
 READY_LINE = b"commsvc worker ready"
 
@@ -95,14 +98,16 @@ class WorkerProcess:
         return self.log_path.read_bytes()[self._offset :]
 
     async def wait_ready(self, timeout: float = 40.0) -> float:
-        deadline = time.monotonic() + timeout
-        while READY_LINE not in self.new_log():
+        def ready() -> bool:
+            if READY_LINE in self.new_log():
+                return True
             assert self.process is not None
             if self.process.poll() is not None:
                 raise AssertionError(f"worker exited ({self.process.returncode}):\n{self.tail()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"worker not ready within {timeout}s:\n{self.tail()}")
-            await asyncio.sleep(0.05)  # polling the log file for the ready line
+            return False
+
+        # polling the log file for the ready line
+        await until(ready, timeout, lambda: f"the worker to be ready:\n{self.tail()}")
         self.ready_after = time.monotonic() - self.started_at
         return self.ready_after
 
@@ -121,7 +126,12 @@ class WorkerProcess:
         started = time.monotonic()
         if self.process.poll() is None:
             self.process.send_signal(signum)
-        self.process.wait(timeout=timeout)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"the worker did not stop within {timeout}s of signal {signum}:\n{self.tail()}"
+            ) from None
         return time.monotonic() - started
 
     @property
@@ -176,8 +186,8 @@ class Collector:
                 found.append(document)
         return found
 
-    async def wait_for(self, check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-        async def satisfied() -> Any:
+    async def wait_for(self, check: Callable[[], T], timeout: float = 30.0, what: str = "condition") -> T:
+        async def satisfied() -> T:
             async with self.changed:
                 while not (result := check()):
                     await self.changed.wait()
@@ -216,11 +226,12 @@ class Mailbox:
         return [r for r in self.smtp.messages if address in r.rcpt_tos]
 
     async def wait_for(self, address: str, count: int, timeout: float = 30.0) -> list[Received]:
-        deadline = time.monotonic() + timeout
-        while len(self.to(address)) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{len(self.to(address))} of {count} emails to {address} within {timeout}s")
-            await asyncio.sleep(0.05)  # the SMTP server runs in its own thread
+        # the SMTP server runs in its own thread
+        await until(
+            lambda: len(self.to(address)) >= count,
+            timeout,
+            lambda: f"{count} emails to {address} ({len(self.to(address))} arrived)",
+        )
         return self.to(address)
 
 
@@ -319,31 +330,23 @@ class Service:
     async def wait_event(
         self, event_type: str, count: int = 1, timeout: float = 30.0, **payload: Any
     ) -> list[dict[str, Any]]:
-        return await self.collector.wait_for(
-            lambda: (found := self.events(event_type, **payload)) and len(found) >= count and found,
-            timeout,
-            f"{count} x {event_type} {payload}",
-        )
+        def enough() -> list[dict[str, Any]]:
+            found = self.events(event_type, **payload)
+            return found if len(found) >= count else []
+
+        return await self.collector.wait_for(enough, timeout, f"{count} x {event_type} {payload}")
 
     async def smtp_count(self, count: int, timeout: float = 60.0) -> None:
         """Until the SMTP server accepted at least ``count`` messages."""
-        await self._until(lambda: len(self.smtp.messages) >= count, timeout, f"{count} emails")
+        await until(lambda: len(self.smtp.messages) >= count, timeout, f"{count} emails")
 
     async def smtp_distinct_messages(self, count: int, timeout: float = 60.0) -> None:
         """Until ``count`` distinct Message-IDs arrived."""
-        await self._until(
+        await until(
             lambda: len({r.message["Message-ID"] for r in self.smtp.messages}) >= count,
             timeout,
             f"{count} distinct emails",
         )
-
-    @staticmethod
-    async def _until(check: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not check():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-            await asyncio.sleep(0.05)  # the SMTP server runs in its own thread
 
     async def known_for_calls(self, *therapist_ids: int, timeout: float = 30.0) -> None:
         """Until the database side has the therapists' directory entries (calls need them)."""
@@ -353,15 +356,13 @@ class Service:
             rows = self.query("SELECT therapist_id FROM therapist_directory WHERE NOT deleted")
             return wanted <= {r[0] for r in rows}
 
-        await self._until(mirrored, timeout, f"therapists {sorted(wanted)} in the directory")
+        await until(mirrored, timeout, f"therapists {sorted(wanted)} in the directory")
 
     async def wait_log(self, text: str, timeout: float = 30.0) -> None:
         """Until the workers' log contains ``text``."""
-        deadline = time.monotonic() + timeout
-        while text.encode() not in self.log_path.read_bytes():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{text!r} not in the worker log within {timeout}s")
-            await asyncio.sleep(0.1)  # polling the log file
+        await until(
+            lambda: text.encode() in self.log_path.read_bytes(), timeout, f"{text!r} in the worker log", every=0.1
+        )
 
     def dead_letters(self) -> list[dict[str, Any]]:
         return self.collector.records.get(self.topics.dlq, [])

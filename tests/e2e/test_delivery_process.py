@@ -4,14 +4,13 @@ parent still reports every send, and the child never outlives its worker."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
-import time
 from pathlib import Path
 
 from tests.e2e.harness import Service, WorkerProcess, plain_text
 from tests.events import match_created, therapist_created
+from tests.waiting import until
 
 SPLIT = {"COMM_DELIVERY_PROCESS": "true", "COMM_SMTP_CONNECTIONS": "3"}
 
@@ -33,14 +32,6 @@ def alive(pid: int) -> bool:
         return False
     state = next(line for line in status.splitlines() if line.startswith("State:"))
     return "zombie" not in state
-
-
-async def until(check, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        await asyncio.sleep(0.05)  # polling /proc for the condition
 
 
 async def one_request_each(service: Service, therapist_ids: range) -> None:

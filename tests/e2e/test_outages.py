@@ -10,6 +10,7 @@ from streams.demo.broker import LocalBroker
 from tests.e2e.harness import Service
 from tests.events import match_created, therapist_created
 from tests.services import PrivateCluster
+from tests.waiting import until
 
 
 def address(therapist_id: int) -> str:
@@ -40,9 +41,12 @@ async def test_broker_paused_and_resumed(make_service, tmp_path):
             paused_at = time.monotonic()
             delivered_before = len(service.smtp.messages)
             # Email delivery runs from the database: it goes on while the broker is frozen.
-            while len(service.smtp.messages) <= delivered_before:
-                assert time.monotonic() - paused_at < 20, "no email was delivered while the broker was paused"
-                await asyncio.sleep(0.1)  # the SMTP server runs in its own thread
+            await until(
+                lambda: len(service.smtp.messages) > delivered_before,
+                20,
+                "an email delivered while the broker was paused",
+                every=0.1,
+            )
             await asyncio.sleep(max(0.0, 6 - (time.monotonic() - paused_at)))  # keep it frozen for 6 s
             private.resume()
             assert worker.running
@@ -89,6 +93,8 @@ async def test_worker_stopped_during_a_database_outage_loses_no_send_command(mak
             worker = await service.up()
             await publish(service, [1])
             await service.mailbox.wait_for(address(1), 1)
+            # Recorded as sent (else the stop rightly waits to record it, up to the grace).
+            await service.wait_event("communication.email_sent", therapist_id=1)
             cluster.stop()
             await publish(service, range(2, 6))  # decided, then waiting for the database
             await service.wait_log("sender agent: database unavailable")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from zoneinfo import ZoneInfo
@@ -13,6 +14,9 @@ import pytest
 from sqlalchemy import select
 
 from domain.schedule import parse_cron
+from domain.therapist import TherapistProfile
+from streams.messages.commands import COMMANDS, ScheduleCall
+from streams.messages.send_commands import DirectoryUpdate, SettleRequest
 from streams.persistence import (
     call_booking,
     call_commands,
@@ -50,17 +54,17 @@ HANDLERS = {
 
 
 def directory(database, therapist_id, availability=HOURS, **changes):
-    profile = {
-        "therapist_id": therapist_id,
-        "email": f"t{therapist_id}@praxis.example",
-        "first_name": "Eva",
-        "last_name": "Müller",
-        "phone": "+49 30 1",
-        "timezone": "Europe/Berlin",
-        "availability": availability,
-        **changes,
-    }
-    database.transaction(update_directory, {"therapist_id": therapist_id, "profile": profile}, CHANNELS, MONDAY)
+    profile = TherapistProfile(
+        therapist_id,
+        f"t{therapist_id}@praxis.example",
+        "Eva",
+        "Müller",
+        phone="+49 30 1",
+        timezone="Europe/Berlin",
+        availability=availability,
+    )
+    profile = replace(profile, **changes)
+    database.transaction(update_directory, DirectoryUpdate(therapist_id, profile), CHANNELS, MONDAY)
 
 
 def sent_email(database, therapist_id, request_ids, sent_at):
@@ -151,7 +155,7 @@ def test_no_free_slot_raises_an_alert_and_falls_back_to_an_email(database):
 
 def run(database, command_type, payload, therapist_id=None, command_id=None):
     command_id = command_id or str(uuid.uuid5(uuid.NAMESPACE_URL, command_type + json.dumps(payload, sort_keys=True)))
-    stored = commands.Command(command_id, command_type, payload, therapist_id)
+    stored = commands.Command(command_id, command_type, COMMANDS[command_type].model_validate(payload), therapist_id)
     return database.transaction(commands.execute, stored, CHANNELS, MONDAY, HANDLERS)
 
 
@@ -191,7 +195,7 @@ def test_capacity_counts_calls_of_all_therapists(database):
         stored = commands.Command(
             f"cap-{therapist_id}",
             "communication.schedule_phone_call",
-            {"therapist_id": therapist_id, "placement_request_ids": [therapist_id]},
+            ScheduleCall(therapist_id=therapist_id, placement_request_ids=[therapist_id]),
             None,
         )
         database.transaction(commands.execute, stored, CHANNELS, MONDAY, handlers)
@@ -248,7 +252,7 @@ def test_completed_call_reports_each_answer(database):
                 "notes": "freundlich",
                 "outcomes": [
                     {"placement_request_id": 91, "outcome": "accepted"},
-                    {"placement_request_id": 93, "outcome": "x"},
+                    {"placement_request_id": 93, "outcome": "rejected"},
                 ],
             },
         )
@@ -322,7 +326,7 @@ def test_daily_call_list_once_per_day_with_the_days_calls_in_order(database):
 def test_deleting_a_therapist_cancels_their_calls(database):
     directory(database, 12)
     schedule(database, 12, [121])
-    database.transaction(update_directory, {"therapist_id": 12, "deleted": True}, CHANNELS, MONDAY)
+    database.transaction(update_directory, DirectoryUpdate(12, None, deleted=True), CHANNELS, MONDAY)
     [cancelled] = outbox(database, "communication.phone_call_cancelled")
     assert cancelled["payload"]["reason"] == "therapist_deleted"
     assert schedule(database, 12, [1]) == "rejected"
@@ -341,9 +345,7 @@ def test_closed_or_answered_requests_leave_the_booked_call(database):
     email_id = sent_email(database, 13, [131, 132, 133], MONDAY - timedelta(days=7))
     follow_up(database, MONDAY)
     call_id = outbox(database, "communication.phone_call_scheduled")[-1]["payload"]["phone_call_id"]
-    database.transaction(
-        settled_requests.settle_request, {"placement_request_id": 131, "status": "withdrawn"}, CHANNELS, MONDAY
-    )
+    database.transaction(settled_requests.settle_request, SettleRequest(13, 131, "withdrawn"), CHANNELS, MONDAY)
     [updated] = outbox(database, "communication.phone_call_updated")
     assert updated["payload"]["placement_request_ids"] == [132, 133]
     assert updated["payload"]["removed_placement_request_ids"] == [131]

@@ -4,20 +4,21 @@ cannot be opened leaves its emails to the others instead of stopping delivery.""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import func, select
 
+from streams.bootstrap import retry_policy
 from streams.delivery.loop import DeliveryService
 from streams.delivery.mailer import SmtpMailer
+from streams.delivery.store import SqlDeliveryStore
 from streams.delivery.wakeups import Wakeups
 from streams.demo.broker import free_port
 from streams.demo.smtp_capture import SmtpCapture
 from streams.persistence.models import Email, EmailStatus, OutboxMessage
 from streams.settings import Settings
+from tests import waiting
 from tests.integration.test_persistence import CHANNELS, command, store
 
 EMAILS = 30
@@ -56,23 +57,24 @@ def alerts(database) -> int:  # type: ignore[no-untyped-def]
     return database.transaction(work)
 
 
-async def deliver(database, mailers: list[SmtpMailer], until, claim_ahead=False) -> DeliveryService:  # type: ignore[no-untyped-def]
-    delivery = DeliveryService(
-        mailers[0].settings,
-        database,
+def delivery_service(database, mailers: list[SmtpMailer], claim_ahead=False) -> DeliveryService:  # type: ignore[no-untyped-def]
+    settings = mailers[0].settings
+    return DeliveryService(
+        settings,
+        SqlDeliveryStore(database, "w1", CHANNELS, settings.poll_interval),
         mailers,
-        CHANNELS,
+        retry_policy(settings),
         Wakeups(),
-        "w1",
         lambda: datetime.now(UTC),
         claim_ahead=claim_ahead,
     )
+
+
+async def deliver(database, mailers: list[SmtpMailer], until, claim_ahead=False) -> DeliveryService:  # type: ignore[no-untyped-def]
+    delivery = delivery_service(database, mailers, claim_ahead)
     await delivery.start()
     try:
-        deadline = time.monotonic() + 30
-        while not until():
-            assert time.monotonic() < deadline, "delivery did not finish within 30 s"
-            await asyncio.sleep(0.05)  # polling the SMTP server's inbox
+        await waiting.until(until, 30, "the delivery to finish")  # polling the SMTP server's inbox
     finally:
         await delivery.stop()
     return delivery
@@ -114,13 +116,10 @@ async def test_when_no_connection_can_be_opened_the_emails_wait_untouched(databa
     queue_emails(database)
     nowhere = settings_for(free_port())
     mailers = [SmtpMailer(nowhere) for _ in range(2)]
-    delivery = DeliveryService(nowhere, database, mailers, CHANNELS, Wakeups(), "w1", lambda: datetime.now(UTC))
+    delivery = delivery_service(database, mailers)
     await delivery.start()
     try:
-        deadline = time.monotonic() + 30
-        while delivery.outage.failures < 2:
-            assert time.monotonic() < deadline, "the outage was not noticed"
-            await asyncio.sleep(0.05)  # polling the delivery loop's state
+        await waiting.until(lambda: delivery.outage.failures >= 2, 30, "the outage to be noticed")
     finally:
         await delivery.stop()
 

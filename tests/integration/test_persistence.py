@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
 
+from domain.placement import PlacementRequest
+from domain.therapist import TherapistProfile
 from streams.delivery.mailer import SendError
 from streams.email import context
 from streams.email.rendering import RenderedEmail, RenderError
+from streams.messages.send_commands import SendEmail
 from streams.persistence import delivery_queue, delivery_results, email_creation, outbox
 from streams.persistence.models import Email, EmailBatch, EmailStatus, OutboxMessage
 
@@ -38,32 +42,27 @@ def command(
     template="batch_request",
     limited=True,
 ):
-    return {
-        "kind": "send_email",
-        "email_key": key,
-        "email_kind": kind,
-        "template": template,
-        "therapist": {
-            "therapist_id": therapist_id,
-            "email": f"t{therapist_id}@praxis.example",
-            "first_name": "Eva",
-            "last_name": "Müller",
-            "title": "Dr.",
-            "salutation": "Frau",
-        },
-        "requests": [
-            {
-                "placement_request_id": rid,
-                "patient_id": rid + 1000,
-                "registered_at": reg,
-                "patient": {"first_name": f"P{rid}", "diagnosis": "F32.1"},
-            }
+    return SendEmail(
+        email_key=key,
+        email_kind=kind,
+        therapist_id=therapist_id,
+        therapist=TherapistProfile(
+            therapist_id, f"t{therapist_id}@praxis.example", "Eva", "Müller", title="Dr.", salutation="Frau"
+        ),
+        requests=tuple(
+            # registered_at None: a request without one is tolerated (none comes from the topics)
+            PlacementRequest(
+                rid,
+                rid + 1000,
+                None if reg is None else datetime.fromisoformat(reg),
+                {"first_name": f"P{rid}", "diagnosis": "F32.1"},
+            )
             for rid, reg in requests
-        ],
-        "decided_at": NOW.isoformat(),
-        "causation_id": None,
-        "limited": limited,
-    }
+        ),
+        decided_at=NOW,
+        limited=limited,
+        template=template,
+    )
 
 
 def store(database, cmd, now=NOW, renderer=render):
@@ -152,7 +151,7 @@ def test_a_request_already_in_a_contact_email_is_never_emailed_again(database):
 def test_confirmation_takes_patient_details_from_the_earlier_email(database):
     store(database, command("k1", requests=((1, "2026-01-01T10:00:00+00:00"),)))
     confirmation = command("c1", kind="confirmation", template="confirmation", limited=False)
-    confirmation["requests"][0]["patient"] = {}
+    confirmation = replace(confirmation, requests=tuple(replace(r, patient={}) for r in confirmation.requests))
     email_id = store(database, confirmation)
     batch = database.transaction(lambda s: s.scalars(select(EmailBatch).where(EmailBatch.email_id == email_id)).one())
     assert batch.patient == {"first_name": "P1", "diagnosis": "F32.1"}
@@ -360,14 +359,14 @@ def test_status_values_are_constrained(database, status):
 
 
 def test_rejected_manual_email_releases_the_window_it_held(database):
-    manual = {
-        **command("m1", kind="manual", template=None),
-        "content": {"template": "no_such_template"},
-        "command_id": "c-1",
-        "queue": True,
-        "limited": True,
-        "respect_contact_limit": True,
-    }
+    manual = replace(
+        command("m1", kind="manual", template=None),
+        content={"template": "no_such_template"},
+        command_id="c-1",
+        queue=True,
+        limited=True,
+        respect_contact_limit=True,
+    )
 
     def renderer(template, context, therapist_id=None):
         raise RenderError(f"template {template!r}: TemplateNotFound")

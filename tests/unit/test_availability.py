@@ -1,12 +1,20 @@
 from __future__ import annotations
 
+from itertools import pairwise
+from random import Random
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from domain.availability import (
+    MINUTES_PER_DAY,
     NO_AVAILABILITY,
+    WEEKDAYS,
     Availability,
     InvalidAvailability,
     TimeRange,
+    format_minutes,
     parse_availability,
 )
 
@@ -136,6 +144,56 @@ def test_round_trips_through_the_wire_shape() -> None:
     availability = parse_availability(raw)
     assert availability.as_mapping() == raw
     assert parse_availability(availability.as_mapping()) == availability
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {},
+        {"monday": [], "sunday": []},
+        {"monday": [r("08:00", "10:00"), r("14:00", "18:00")], "wednesday": [r("09:30", "24:00")]},
+        {"tuesday": [r("14:00", "16:00"), r("08:00", "09:30")]},
+        {"wednesday": [r("10:00", "11:00"), r("09:00", "10:00")]},
+        {"saturday": [r("00:00", "24:00")], "friday": [r("23:59", "24:00")], "thursday": [r("00:00", "00:01")]},
+        {"monday": [{"start": "09:00", "end": "10:00", "note": "x"}]},
+        {day: [r("07:05", "12:00"), r("12:00", "12:30"), r("17:45", "20:15")] for day in WEEKDAYS},
+    ],
+)
+def test_from_mapping_reads_back_what_parse_accepted(raw: dict[str, object]) -> None:
+    parsed = parse_availability(raw)
+    stored = Availability.from_mapping(parsed.as_mapping())
+    assert stored == parsed
+    assert stored.as_mapping() == parsed.as_mapping()
+    assert stored.joined == parsed.joined
+    assert stored.is_empty is parsed.is_empty
+    assert hash(stored) == hash(parsed)
+
+
+@st.composite
+def availabilities(draw: st.DrawFn) -> Availability:
+    """Valid availabilities: per day some of the stretches between sorted boundaries,
+    so ranges may touch but never overlap; 0 and 24:00 included."""
+    days = []
+    for _ in WEEKDAYS:
+        bounds = draw(st.lists(st.integers(0, MINUTES_PER_DAY), unique=True, max_size=8).map(sorted))
+        stretches = list(pairwise(bounds))
+        kept = draw(st.lists(st.booleans(), min_size=len(stretches), max_size=len(stretches)))
+        days.append(tuple(TimeRange(start, end) for (start, end), keep in zip(stretches, kept, strict=True) if keep))
+    return Availability(days=tuple(days))
+
+
+@given(availabilities(), st.randoms())
+def test_from_mapping_round_trips_any_valid_availability(availability: Availability, rng: Random) -> None:
+    # As it comes in: ranges in any order, the empty days sometimes named.
+    raw: dict[str, list[dict[str, str]]] = {}
+    for name, ranges in zip(WEEKDAYS, availability.days, strict=True):
+        items = [r(format_minutes(t.start), format_minutes(t.end)) for t in ranges]
+        rng.shuffle(items)
+        if items or rng.random() < 0.5:
+            raw[name] = items
+    parsed = parse_availability(raw)
+    assert parsed == availability
+    assert Availability.from_mapping(parsed.as_mapping()) == parsed
 
 
 def test_availability_is_immutable() -> None:

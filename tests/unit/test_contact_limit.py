@@ -5,7 +5,15 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from domain.contact_limit import may_contact, next_contact_at, sliding_window
+from domain.contact_limit import (
+    Claim,
+    ClaimCandidate,
+    HoldBack,
+    check_claims,
+    may_contact,
+    next_contact_at,
+    sliding_window,
+)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 WEEK = timedelta(days=7)
@@ -61,3 +69,92 @@ def test_sliding_window_keeps_only_sends_that_still_constrain():
     old = SENT - timedelta(days=5)  # more than a week before now
     assert sliding_window([SENT, old], now, WEEK) == (SENT,)
     assert sliding_window([SENT], SENT + WEEK, WEEK) == ()
+
+
+# The weekly rule checked once more when due emails are claimed for sending.
+# Candidates are (email id, therapist id, limited), in the order they were fetched;
+# ``last_sent`` is the latest limited send per therapist, ``being_sent`` the
+# therapists with a limited email another worker is sending.
+CLAIM_AT = SENT + timedelta(days=2)
+
+
+@pytest.mark.parametrize(
+    ("candidates", "last_sent", "being_sent", "expected"),
+    [
+        pytest.param([(1, 7, True)], {}, set(), [Claim(1)], id="first email to the therapist"),
+        pytest.param(
+            [(1, 7, True)],
+            {7: SENT},
+            set(),
+            [HoldBack(1, until=SENT + WEEK)],
+            id="within the interval: held until it has passed",
+        ),
+        pytest.param(
+            [(1, 7, True)],
+            {7: CLAIM_AT - WEEK},
+            set(),
+            [Claim(1)],
+            id="exactly the interval after the last send",
+        ),
+        pytest.param([(1, 7, True)], {7: SENT - WEEK}, set(), [Claim(1)], id="after the interval"),
+        pytest.param(
+            [(1, 7, True), (2, 7, True)],
+            {},
+            set(),
+            [Claim(1), HoldBack(2, until=CLAIM_AT + WEEK)],
+            id="two limited emails for one therapist in one claim: the first goes",
+        ),
+        pytest.param(
+            [(1, 7, True), (2, 8, True)],
+            {},
+            set(),
+            [Claim(1), Claim(2)],
+            id="limited emails for two therapists",
+        ),
+        pytest.param(
+            [(1, 7, True)],
+            {},
+            {7},
+            [HoldBack(1, until=CLAIM_AT + WEEK)],
+            id="being sent by another worker",
+        ),
+        pytest.param(
+            [(1, 7, True)],
+            {7: SENT},
+            {7},
+            [HoldBack(1, until=SENT + WEEK)],
+            id="being sent elsewhere and within the interval: held until the interval has passed",
+        ),
+        pytest.param(
+            [(1, 7, False)],
+            {7: SENT},
+            {7},
+            [Claim(1)],
+            id="an unlimited email (confirmation) is never held",
+        ),
+        pytest.param(
+            [(1, 7, True), (2, 7, False), (3, 7, True)],
+            {},
+            set(),
+            [Claim(1), Claim(2), HoldBack(3, until=CLAIM_AT + WEEK)],
+            id="an unlimited email does not use up the therapist's slot",
+        ),
+        pytest.param(
+            [(1, 7, False), (2, 7, True)],
+            {},
+            set(),
+            [Claim(1), Claim(2)],
+            id="a confirmation before a limited email in the same claim",
+        ),
+        pytest.param([], {}, set(), [], id="nothing due"),
+    ],
+)
+def test_claims_are_checked_against_what_was_really_sent(candidates, last_sent, being_sent, expected):
+    decisions = check_claims(
+        [ClaimCandidate(email_id, therapist_id, limited) for email_id, therapist_id, limited in candidates],
+        last_sent,
+        being_sent,
+        CLAIM_AT,
+        WEEK,
+    )
+    assert decisions == expected

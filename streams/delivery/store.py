@@ -1,0 +1,128 @@
+"""What the delivery loop needs from persistence: ``DeliveryStore`` is the port,
+``SqlDeliveryStore`` the adapter over the database.
+
+Only ``claim`` reports a failure (``StoreUnavailable``: nothing was claimed, the
+loop waits and claims again). A result is recorded after the email went out (or
+failed), so the adapter waits out a database outage rather than let the claim
+expire into a re-send; an error that retrying cannot cure is logged, and the
+claim's expiry brings the email back.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from streams.delivery.mailer import SendError
+from streams.ops.logs import ThrottledWarning, log_failure
+from streams.persistence import delivery_queue, delivery_results
+from streams.persistence.db import Database, run_retrying
+from streams.persistence.delivery_queue import ClaimedEmail
+from streams.persistence.delivery_results import RetryPolicy
+from streams.persistence.outbox import Channels, add_rows, event_row
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class StoreUnavailable(Exception):
+    """Nothing could be claimed; the store has said why in the log."""
+
+
+class DeliveryStore(ABC):
+    @abstractmethod
+    async def claim(
+        self, now: datetime, limit: int, lease: timedelta, contact_interval: timedelta
+    ) -> list[ClaimedEmail]:
+        """Claim up to ``limit`` due emails for ``lease``, most urgent first (the
+        weekly contact limit checked once more)."""
+
+    @abstractmethod
+    async def renew(self, email_ids: Sequence[int], now: datetime, lease: timedelta) -> set[int]:
+        """Extend the claims; the ids still held (a claim that ran out may have been
+        taken over, and then the other worker sends that email)."""
+
+    @abstractmethod
+    async def release(self, email_ids: Sequence[int]) -> None:
+        """Give claimed emails back to the queue without spending an attempt."""
+
+    @abstractmethod
+    async def record_sent(self, sent: Sequence[tuple[int, datetime]]) -> None:
+        """Mark emails sent (id and when), in one go."""
+
+    @abstractmethod
+    async def record_failure(self, email_id: int, error: SendError, now: datetime, policy: RetryPolicy) -> bool:
+        """Count a failed attempt; True when another attempt is scheduled."""
+
+    @abstractmethod
+    async def alert(self, severity: str, code: str, message: str, now: datetime) -> None:
+        """Raise an operational alert (a ``communication.alert`` event)."""
+
+
+class SqlDeliveryStore(DeliveryStore):
+    """The delivery queue and its results in the database, for one worker's claims."""
+
+    def __init__(self, database: Database, worker_id: str, channels: Channels, retry_delay: timedelta) -> None:
+        self.database = database
+        self.worker_id = worker_id
+        self.channels = channels
+        # The first wait when a database outage holds up recording a result.
+        self.retry_delay = retry_delay
+        self.warning = ThrottledWarning(log)
+
+    async def claim(
+        self, now: datetime, limit: int, lease: timedelta, contact_interval: timedelta
+    ) -> list[ClaimedEmail]:
+        try:
+            return await self.database.run(
+                delivery_queue.claim_due, self.worker_id, now, limit, lease, contact_interval
+            )
+        except SQLAlchemyError as exc:
+            self.warning("delivery: database unavailable (%s); retrying", type(exc).__name__)
+            raise StoreUnavailable(type(exc).__name__) from exc
+
+    async def renew(self, email_ids: Sequence[int], now: datetime, lease: timedelta) -> set[int]:
+        held = await self._record(delivery_queue.renew_claims, list(email_ids), self.worker_id, now, lease)
+        return held or set()
+
+    async def release(self, email_ids: Sequence[int]) -> None:
+        try:
+            await self.database.run(delivery_queue.release_claims, list(email_ids), self.worker_id)
+        except SQLAlchemyError:  # the claims expire on their own
+            log.info("could not release %d claimed emails; their claims expire", len(email_ids))
+
+    async def record_sent(self, sent: Sequence[tuple[int, datetime]]) -> None:
+        await self._record(delivery_results.record_sent_many, list(sent), self.channels)
+
+    async def record_failure(self, email_id: int, error: SendError, now: datetime, policy: RetryPolicy) -> bool:
+        retry = await self._record(delivery_results.record_failure, email_id, error, now, policy, self.channels)
+        return bool(retry)
+
+    async def alert(self, severity: str, code: str, message: str, now: datetime) -> None:
+        def write(session: Session) -> None:
+            alert = {"severity": severity, "code": code, "message": message}
+            add_rows(session, [event_row(self.channels.events, "communication.alert", None, alert, now)])
+
+        try:
+            await self.database.run(write)
+        except SQLAlchemyError:
+            log.error("alert %s could not be stored: %s", code, message)
+
+    async def _record(self, work: Callable[..., T], *args: object) -> T | None:
+        try:
+            return await run_retrying(
+                self.database,
+                work,
+                *args,
+                warn=lambda message, *a: self.warning("delivery: " + message, *a),
+                first_delay=self.retry_delay.total_seconds(),
+            )
+        except SQLAlchemyError as exc:
+            log_failure(log, "delivery: cannot record a result", exc)
+            return None

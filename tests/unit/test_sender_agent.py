@@ -1,0 +1,148 @@
+"""The sender agent's handling of send commands, against fakes (no broker, no
+database): the persistence functions are replaced by recorders, so what is checked
+is the agent's part — decoding, grouping into runs, order, one transaction per
+batch, acknowledging, and the dead letter of a command that cannot be stored."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from domain.placement import PlacementRequest
+from domain.therapist import TherapistProfile
+from streams.agents.sender import SenderAgent
+from streams.delivery.wakeups import Wakeups
+from streams.email.context import Identity
+from streams.messages import inbox, send_commands
+from streams.messages.codec import encode
+from streams.persistence import call_booking, directory, email_creation, settled_requests, waiting_requests
+from streams.persistence.outbox import Channels
+from streams.settings import Settings
+from tests.fakes import Record, RecordingDatabase, RecordStream, recording_topics, sent
+
+NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+PROFILE = TherapistProfile(7, "praxis7@example.org", "Eva", "Müller")
+
+
+def request(request_id: int) -> PlacementRequest:
+    return PlacementRequest(request_id, request_id + 1000, NOW - timedelta(days=30), {"first_name": "Pat"})
+
+
+def email(key: str, *request_ids: int) -> send_commands.SendEmail:
+    requests = tuple(request(r) for r in request_ids)
+    return send_commands.SendEmail(key, "contact_request", 7, PROFILE, requests, NOW, True, "batch_request")
+
+
+class Calls:
+    """What the agent asked of persistence, in order."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, fail_on: str | None = None) -> None:
+        self.log: list[tuple[str, Any]] = []
+
+        def recorder(name: str, result: Any = None) -> Any:
+            def record(session: object, what: Any, *args: Any) -> Any:
+                if fail_on is not None and fail_on in repr(what):
+                    raise ValueError("cannot be stored")
+                # A copy: the agent reuses its run lists.
+                self.log.append((name, list(what) if isinstance(what, list) else what))
+                return result(what) if callable(result) else result
+
+            return record
+
+        monkeypatch.setattr(email_creation, "store_send_commands", recorder("emails", lambda c: [1] * len(c)))
+        monkeypatch.setattr(waiting_requests, "keep", recorder("details"))
+        monkeypatch.setattr(waiting_requests, "forget", recorder("forget"))
+        monkeypatch.setattr(settled_requests, "settle_request", recorder("settle"))
+        monkeypatch.setattr(directory, "update_directory", recorder("directory"))
+        monkeypatch.setattr(call_booking, "book_instead_of_email", recorder("call"))
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.log]
+
+
+def sender() -> tuple[SenderAgent, RecordingDatabase]:
+    database = RecordingDatabase()
+    agent = SenderAgent(
+        Settings.from_environ({}),
+        recording_topics(),
+        database,  # type: ignore[arg-type]
+        SimpleNamespace(render=None),  # type: ignore[arg-type]  # email creation is replaced
+        Channels(events="communication-events", inbox="svc-therapist-inbox"),
+        Wakeups(),
+        lambda: NOW,
+        None,  # type: ignore[arg-type]  # the call policy: booking is replaced
+        Identity("vermittlung@example.org", "Vermittlung"),
+    )
+    return agent, database
+
+
+def records(*commands: send_commands.SendCommand) -> RecordStream:
+    return RecordStream(Record(encode(c), b"7", "svc-send-commands", 0, i) for i, c in enumerate(commands))
+
+
+async def test_a_batch_is_one_transaction_in_which_runs_of_emails_and_of_details_are_stored_together(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = Calls(monkeypatch)
+    agent, database = sender()
+    stream = records(
+        send_commands.RequestDetails(7, request(1)),
+        send_commands.RequestDetails(7, request(2)),
+        email("a", 1),
+        email("b", 2),
+        send_commands.SettleRequest(7, 3, "cancelled"),
+        send_commands.DirectoryUpdate(7, PROFILE),
+        send_commands.ForgetRequestDetails(7, (4,)),
+        send_commands.BookCall(7, "call-1", "undeliverable", (request(5),), NOW),
+        email("c", 6),
+    )
+    await agent(stream)  # type: ignore[arg-type]
+
+    assert len(database.runs) == 1
+    assert calls.names() == ["details", "emails", "settle", "directory", "forget", "call", "emails"]
+    assert [d.request.placement_request_id for d in calls.log[0][1]] == [1, 2]
+    assert [e.email_key for e in calls.log[1][1]] == ["a", "b"]
+    assert calls.log[4][1] == (4,)
+    assert len(stream.acked) == 9
+
+
+async def test_details_are_stored_before_an_email_that_follows_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = Calls(monkeypatch)
+    agent, _ = sender()
+    await agent(records(email("a", 1), send_commands.RequestDetails(7, request(2)), email("b", 2)))  # type: ignore[arg-type]
+
+    assert calls.names() == ["emails", "details", "emails"]
+
+
+async def test_a_command_that_cannot_be_stored_is_dead_lettered_alone_and_releases_the_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = Calls(monkeypatch, fail_on="'broken'")
+    agent, _ = sender()
+    stream = records(email("good", 1), email("broken", 2), send_commands.SettleRequest(7, 3, "closed"))
+    await agent(stream)  # type: ignore[arg-type]
+
+    # The batch failed as a whole, then each command was stored on its own.
+    stored = [what for name, what in calls.log if name == "emails"]
+    assert [[e.email_key for e in run] for run in stored] == [["good"]]
+    assert ("settle", send_commands.SettleRequest(7, 3, "closed")) in calls.log
+    [dead] = [json.loads(s.value) for s in sent(agent.topics.dlq)]
+    assert (dead["offset"], dead["reason"]) == (1, "internal error: ValueError")
+    [released] = [inbox.decode(s.value) for s in sent(agent.topics.inbox)]
+    assert released == inbox.EmailFailed(7, "broken")
+    assert len(stream.acked) == 3
+
+
+async def test_an_undecodable_command_is_dead_lettered_and_nothing_is_released(monkeypatch: pytest.MonkeyPatch) -> None:
+    Calls(monkeypatch)
+    agent, _ = sender()
+    stream = RecordStream([Record(b'{"kind": "send_fax"}', b"7", "svc-send-commands", 0, 0)])
+    await agent(stream)  # type: ignore[arg-type]
+
+    [dead] = [json.loads(s.value) for s in sent(agent.topics.dlq)]
+    assert dead["reason"] == "internal error: UnknownMessage"
+    assert sent(agent.topics.inbox) == []
