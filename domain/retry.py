@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often a failed send is tried (in all), and the backoff between tries."""
+
+    max_attempts: int
+    base: timedelta
+    cap: timedelta
 
 
 def backoff_delay(attempt: int, base: timedelta, cap: timedelta, jitter: float) -> timedelta:

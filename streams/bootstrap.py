@@ -16,6 +16,7 @@ from typing import Any
 import faust
 from mode import Service
 
+from domain.retry import RetryPolicy
 from streams.agents.commands import CommandAgent
 from streams.agents.ingest import matching_ingest, therapist_ingest
 from streams.agents.sender import SenderAgent
@@ -36,7 +37,6 @@ from streams.kafka.table import declare_therapist_table
 from streams.kafka.topics import declare_topics
 from streams.persistence.call_booking import CallPolicy
 from streams.persistence.db import Database
-from streams.persistence.delivery_results import RetryPolicy
 from streams.persistence.outbox import Channels
 from streams.settings import Settings
 
@@ -87,6 +87,18 @@ def delivery_services(settings: Settings) -> DeliveryPorts:
     """The delivery process's own database and SMTP connections (the child shares
     nothing with its parent but wake-ups)."""
     return DeliveryPorts(open_database(settings), smtp_mailers(settings))
+
+
+def child_delivery(
+    settings: Settings, channels: Channels, worker_id: str, wakeups: Wakeups
+) -> tuple[DeliveryService, Callable[[], None]]:
+    """The delivery loop of the delivery process, built in the child: its own
+    database and SMTP connections; and what to close when it ends."""
+    ports = delivery_services(settings)
+    delivery = build_delivery(
+        settings, ports.database, ports.mailers, channels, wakeups, worker_id, utcnow, claim_ahead=True
+    )
+    return delivery, ports.database.dispose
 
 
 def build_delivery(
@@ -205,7 +217,13 @@ def build_app(services: Services) -> ServiceApp:
         delivery: Service
         if settings.delivery_process:
             delivery = DeliveryProcess(
-                settings, channels, services.wakeups, services.worker_id, loop=app.loop, beacon=app.beacon
+                settings,
+                channels,
+                services.wakeups,
+                services.worker_id,
+                child_delivery,
+                loop=app.loop,
+                beacon=app.beacon,
             )
         else:
             delivery = build_delivery(

@@ -18,13 +18,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from domain.decisions import CONTACT_REQUEST
-from domain.retry import backoff_delay, should_retry
+from domain.retry import RetryPolicy, backoff_delay, should_retry
 from streams.delivery.mailer import Mailer, SendError, SmtpUnavailable
 from streams.delivery.mime import OutgoingEmail, RawMessage
 from streams.delivery.store import DeliveryStore, StoreUnavailable
 from streams.kafka.topics import Topics
 from streams.persistence.delivery_queue import ClaimedEmail
-from streams.persistence.delivery_results import RetryPolicy
 
 WAIT = 5.0  # seconds a test waits for a condition before it fails
 

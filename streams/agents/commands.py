@@ -2,7 +2,7 @@
 
 Thin: validate (malformed -> DLQ), then either hand the command to the therapist
 agent (``create_email`` needs the therapist's directory entry and weekly window)
-or carry it out on the stored emails in one transaction (streams.persistence.commands),
+or carry it out on the stored emails in one transaction (streams.persistence.processed_commands),
 retrying while the database is unavailable so that no command is skipped.
 """
 
@@ -26,7 +26,7 @@ from streams.messages.codec import encode
 from streams.messages.commands import COMMANDS, CreateEmail, LiftEmailSuppression
 from streams.messages.parsing import InputEvent, Rejection, parse_input
 from streams.ops.logs import ThrottledWarning, log_failure
-from streams.persistence import call_booking, call_commands, commands, email_commands
+from streams.persistence import call_booking, call_commands, email_commands, processed_commands
 from streams.persistence.db import Database, run_retrying
 from streams.persistence.outbox import Channels
 from streams.settings import Settings
@@ -46,7 +46,7 @@ class CommandAgent:
         settings: Settings,
     ) -> None:
         # The call commands need the booking rules (slot, notice, horizon, capacity, attempts).
-        self.handlers: dict[str, commands.Handler] = {
+        self.handlers: dict[str, processed_commands.Handler] = {
             **email_commands.HANDLERS,
             **{name: partial(handler, policy=policy) for name, handler in call_commands.CALL_HANDLERS.items()},
         }
@@ -109,14 +109,14 @@ class CommandAgent:
         """Answer a command with ``command_rejected`` (recorded, so a replay is answered once)."""
         assert rejection.event_id is not None and rejection.event_type is not None
         log.warning("command %s (%s) rejected: %s", rejection.event_id, rejection.event_type, rejection.reason)
-        stored = commands.Command(rejection.event_id, rejection.event_type, None, _therapist_of(key))
+        stored = processed_commands.Command(rejection.event_id, rejection.event_type, None, _therapist_of(key))
 
         def reject(*_: Any) -> list[dict[str, Any]]:
-            raise commands.Rejected(rejection.reason)
+            raise processed_commands.Rejected(rejection.reason)
 
         await run_retrying(
             self.database,
-            commands.execute,
+            processed_commands.execute,
             stored,
             self.channels,
             self.clock(),
@@ -134,11 +134,11 @@ class CommandAgent:
                 self.database_warning,
             )
             return
-        stored = commands.Command(command.event_id, command.event_type, command.payload, _therapist_of(key))
+        stored = processed_commands.Command(command.event_id, command.event_type, command.payload, _therapist_of(key))
         # A database outage is waited out; an error retrying cannot cure goes to the DLQ.
         outcome = await run_retrying(
             self.database,
-            commands.execute,
+            processed_commands.execute,
             stored,
             self.channels,
             self.clock(),

@@ -26,7 +26,7 @@ from streams.email import context
 from streams.email.rendering import Renderer
 from streams.kafka.dead_letters import dead_letter_waiting
 from streams.kafka.topics import Topics
-from streams.messages.codec import encode
+from streams.messages.codec import encode, loads
 from streams.messages.inbox import EmailFailed
 from streams.messages.send_commands import (
     BookCall,
@@ -107,15 +107,13 @@ class SenderAgent:
             await self._abandon(event)
 
     async def _abandon(self, event: Any) -> None:
-        """A decided email that will not be created must not hold the window."""
-        try:
-            command = decode_send_command(event.value)
-        except Exception:  # undecodable: there is no decided email to abandon
-            return
-        match command:
-            case SendEmail(email_key=email_key, therapist_id=therapist_id) if email_key:
-                failed = EmailFailed(therapist_id, email_key)
-                await self.topics.inbox.send(key=str(therapist_id).encode(), value=encode(failed))
+        """A decided email that will not be created must not hold the window, even
+        when the command is too broken to decode: its key and therapist suffice."""
+        decided = _decided_email(event.value)
+        if decided is not None:
+            therapist_id, email_key = decided
+            failed = EmailFailed(therapist_id, email_key)
+            await self.topics.inbox.send(key=str(therapist_id).encode(), value=encode(failed))
 
     async def _store(self, events: list[Any]) -> None:
         commands = [decode_send_command(event.value) for event in events]
@@ -178,3 +176,21 @@ class SenderAgent:
                 call_booking.book_instead_of_email(session, command, self.policy, self.channels, now)
             case _:
                 assert_never(command)
+
+
+def _decided_email(raw: bytes | None) -> tuple[int, str] | None:
+    """The therapist and key of the email a ``send_email`` command decided, read as
+    loosely as possible (the command may be what could not be decoded)."""
+    try:
+        command = decode_send_command(raw or b"")
+    except Exception:
+        try:
+            wire = loads(raw or b"")
+            if wire.get("kind") == SendEmail.KIND and wire.get("email_key"):
+                return int(wire["therapist"]["therapist_id"]), str(wire["email_key"])
+        except Exception:  # not even that: there is no decided email to abandon
+            return None
+        return None
+    if isinstance(command, SendEmail) and command.email_key:
+        return command.therapist_id, command.email_key
+    return None

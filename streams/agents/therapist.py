@@ -51,14 +51,11 @@ log = logging.getLogger(__name__)
 # Replay memory is pruned once a therapist's grows past this many records.
 PRUNE_ABOVE = 200
 
-
 # A therapist's table value must stay far below the broker's message limit (1 MB by
 # default): its changelog record is written by Faust's producer in the background,
 # where a refusal would stop the worker. Values are measured once they hold this
 # many records, and an event that would grow one past MAX_STATE_BYTES is refused.
 MEASURE_ABOVE = 1000
-
-
 MAX_STATE_BYTES = 512 * 1024
 
 

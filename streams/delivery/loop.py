@@ -28,21 +28,19 @@ from typing import Any
 
 from mode import Service
 
+from domain.retry import RetryPolicy
 from streams.delivery.mailer import Mailer, SmtpUnavailable, classify
 from streams.delivery.mime import build_message
 from streams.delivery.store import DeliveryStore, StoreUnavailable
 from streams.delivery.wakeups import Wakeups
 from streams.ops.logs import ThrottledWarning
 from streams.persistence.delivery_queue import ClaimedEmail
-from streams.persistence.delivery_results import RetryPolicy
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
 # Sent emails recorded per commit, and commits that may run behind the sends.
 RECORD_GROUP = 8
-
-
 GROUPS_IN_FLIGHT = 2
 
 

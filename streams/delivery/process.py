@@ -33,13 +33,17 @@ from typing import Any
 
 from mode import Service
 
-from streams.clock import utcnow
-from streams.delivery.loop import stop_grace
+from streams.delivery.loop import DeliveryService, stop_grace
 from streams.delivery.wakeups import Wakeups
+from streams.ops.logs import configure_logging
 from streams.persistence.outbox import Channels
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# Builds the child's delivery loop from its settings (it opens its own database and
+# SMTP connections), and what to close when it ends.
+ChildDelivery = Callable[[Settings, Channels, str, Wakeups], tuple[DeliveryService, Callable[[], None]]]
 
 # How long a stopping parent waits for the child beyond the child's own grace for
 # the emails in hand (see streams.delivery.loop.stop_grace).
@@ -51,9 +55,18 @@ class DeliveryProcess(Service):  # type: ignore[misc]
     and starts a new one if it dies (its claims expire and are taken over)."""
 
     def __init__(
-        self, settings: Settings, channels: Channels, wakeups: Wakeups, worker_id: str, **kwargs: object
+        self,
+        settings: Settings,
+        channels: Channels,
+        wakeups: Wakeups,
+        worker_id: str,
+        build_child: ChildDelivery,
+        **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)
+        # Builds the child's delivery loop, in the child: a module-level function
+        # (the spawned child receives it by name), from the one wiring place.
+        self.build_child = build_child
         self.settings = settings
         self.channels = channels
         self.wakeups = wakeups
@@ -74,7 +87,15 @@ class DeliveryProcess(Service):  # type: ignore[misc]
         from_child, child_writes = context.Pipe(duplex=False)
         self.process = context.Process(
             target=run_child,
-            args=(self.settings, self.channels, self.worker_id, child_reads, child_writes, _log_level()),
+            args=(
+                self.settings,
+                self.channels,
+                self.worker_id,
+                self.build_child,
+                child_reads,
+                child_writes,
+                _log_level(),
+            ),
             name="commsvc-delivery",
             daemon=True,
         )
@@ -161,21 +182,27 @@ def _log_level() -> int:
 
 
 def run_child(
-    settings: Settings, channels: Channels, worker_id: str, wakes: Connection, back: Connection, level: int
+    settings: Settings,
+    channels: Channels,
+    worker_id: str,
+    build: ChildDelivery,
+    wakes: Connection,
+    back: Connection,
+    level: int,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from streams.ops.logs import configure_logging
-
     configure_logging(logging.getLevelName(level))
     try:
-        asyncio.run(_serve(settings, channels, worker_id, wakes.fileno(), back.fileno()))
+        asyncio.run(_serve(settings, channels, worker_id, build, wakes.fileno(), back.fileno()))
     finally:
         wakes.close()
         back.close()
 
 
-async def _serve(settings: Settings, channels: Channels, worker_id: str, wake_fd: int, back_fd: int) -> None:
+async def _serve(
+    settings: Settings, channels: Channels, worker_id: str, build: ChildDelivery, wake_fd: int, back_fd: int
+) -> None:
     loop = asyncio.get_running_loop()
     wakeups = Wakeups()
     parent_gone = asyncio.Event()
@@ -190,13 +217,7 @@ async def _serve(settings: Settings, channels: Channels, worker_id: str, wake_fd
                 os.write(back_fd, b"r")
 
     _watch(loop, wake_fd, on_data=wakeups.delivery.set, on_end=parent_gone.set)
-    # Here, not at the top: bootstrap imports this module to build the parent's side.
-    from streams import bootstrap
-
-    ports = bootstrap.delivery_services(settings)
-    delivery = bootstrap.build_delivery(
-        settings, ports.database, ports.mailers, channels, wakeups, worker_id, utcnow, claim_ahead=True
-    )
+    delivery, close = build(settings, channels, worker_id, wakeups)
     relay = asyncio.ensure_future(tell_relay())
     try:
         await delivery.start()
@@ -204,4 +225,4 @@ async def _serve(settings: Settings, channels: Channels, worker_id: str, wake_fd
         await delivery.stop()
     finally:
         relay.cancel()
-        ports.database.dispose()
+        close()

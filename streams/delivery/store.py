@@ -19,12 +19,12 @@ from typing import TypeVar
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from domain.retry import RetryPolicy
 from streams.delivery.mailer import SendError
 from streams.ops.logs import ThrottledWarning, log_failure
 from streams.persistence import delivery_queue, delivery_results
 from streams.persistence.db import Database, run_retrying
 from streams.persistence.delivery_queue import ClaimedEmail
-from streams.persistence.delivery_results import RetryPolicy
 from streams.persistence.outbox import Channels, add_rows, event_row
 
 log = logging.getLogger(__name__)

@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-from typing import TypeVar
-
-log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 class Wakeups:

@@ -12,12 +12,9 @@ from streams.messages.envelope import envelope
 
 BATCH_EVERY = 5  # seconds between batch runs
 
-
 INTERVAL = 20  # seconds: the "weekly" contact limit, shortened
 
-
 FOLLOW_UP_AFTER = 15  # seconds until an unanswered email is followed up
-
 
 HOURS = {
     day: [{"start": "09:00", "end": "12:00"}, {"start": "14:00", "end": "17:00"}]
@@ -27,12 +24,9 @@ HOURS = {
 
 NO_HOURS = {6}  # Alex Kaya takes no calls: a follow-up email instead
 
-
 APP_ID = "commsvc-demo"
 
-
 BERLIN = ZoneInfo("Europe/Berlin")
-
 
 THERAPISTS = [
     (1, "Frau", "Dr.", "Eva", "Müller"),
@@ -92,7 +86,6 @@ FIRST_NAMES = [
 
 
 INSURANCES = ["AOK", "Techniker Krankenkasse", "Barmer", "DAK-Gesundheit", "privat", "IKK classic"]
-
 
 DIAGNOSES = [
     "F32.1 mittelgradige depressive Episode",

@@ -6,15 +6,12 @@ requests become one.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from domain.placement import PlacementRequest
 from domain.therapist import TherapistProfile
-
-log = logging.getLogger(__name__)
 
 THERAPIST_FIELDS = ("title", "salutation", "first_name", "last_name", "email", "phone")
 

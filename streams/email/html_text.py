@@ -10,7 +10,6 @@ from streams.email.sanitiser import DROPPED_WITH_CONTENT
 
 _SKIPPED_IN_TEXT = DROPPED_WITH_CONTENT | {"option"}
 
-
 _BLOCK = frozenset(
     {
         "address",

@@ -71,9 +71,7 @@ ALLOWED_TAGS: frozenset[str] = frozenset(
 
 _ALIGN = frozenset({"align"})
 
-
 _CELL = frozenset({"align", "valign", "colspan", "rowspan", "width"})
-
 
 # Attributes per tag; "*" applies to every allowed tag. ``rel`` on links is not
 # taken from the input: the sanitiser sets it (see LINK_REL).
@@ -99,9 +97,7 @@ ALLOWED_ATTRIBUTES: dict[str, frozenset[str]] = {
 
 URL_SCHEMES: frozenset[str] = frozenset({"http", "https", "mailto", "tel"})
 
-
 LINK_REL = "noopener noreferrer"
-
 
 # Dropped together with everything inside them (all other unknown tags are
 # dropped, their text kept).
@@ -136,12 +132,9 @@ DROPPED_WITH_CONTENT: frozenset[str] = frozenset(
 
 DATA_IMAGE = re.compile(r"data:image/(?:png|jpeg|gif|webp);base64,[a-z0-9+/]*={0,2}", re.IGNORECASE)
 
-
 _URL_ATTRIBUTES = frozenset({"href", "src"})
 
-
 _SCHEME = re.compile(r"([a-z][a-z0-9+.-]*):", re.IGNORECASE)
-
 
 _C0_AND_SPACE = "".join(chr(c) for c in range(0x21))
 

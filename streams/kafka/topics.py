@@ -33,7 +33,7 @@ class Topics:
     # Everything about one therapist, keyed by therapist: repartitioned inputs,
     # batch-run ticks and delivery feedback. Co-partitioned with the table.
     inbox: faust.TopicT
-    # Therapist agent -> sender agent: emails to create and requests to settle.
+    # Therapist agent -> sender agent: what it decided (streams.messages.send_commands).
     send_commands: faust.TopicT
 
 

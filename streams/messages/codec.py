@@ -36,7 +36,6 @@ def time_from_wire(value: str) -> datetime:
 
 _time = time_from_wire
 
-
 # -- messages ---------------------------------------------------------------------------
 
 

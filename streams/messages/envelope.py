@@ -16,7 +16,6 @@ from streams.messages.fields import WireModel
 
 SCHEMA_VERSION = 1
 
-
 PRODUCER = "communication-service"
 
 

@@ -16,7 +16,6 @@ from pydantic import (
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
-
 _CONTROL = re.compile(r"[\r\n\x00]")
 
 
@@ -29,18 +28,11 @@ def single_line(value: str) -> str:
 
 Line = Annotated[str, AfterValidator(single_line)]
 
-
 # Ids and texts are bounded by the database columns they end up in: a value that
 # could never be stored is refused here (DLQ), not retried forever downstream.
 Id = Annotated[StrictInt, Field(ge=1, le=2**31 - 1)]
-
-
 Status = Annotated[str, Field(min_length=1, max_length=32)]
-
-
 Short = Annotated[str, AfterValidator(single_line), Field(max_length=64)]
-
-
 Name = Annotated[str, AfterValidator(single_line), Field(min_length=1, max_length=255)]
 
 

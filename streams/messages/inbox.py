@@ -11,8 +11,8 @@ therapist id): everything that may change a therapist's state.
 
 Each message is a frozen dataclass that encodes itself (``codec.encode``); the
 therapist agent decodes with ``decode`` and dispatches on the type with ``match``.
-The JSON form (``kind`` and the fields) is the one the service has always written,
-so messages already in the topic or in the outbox decode unchanged across an
+The JSON form (``kind`` and the fields) keeps the names and shapes the service has
+always written, so messages already in the topic or in the outbox decode across an
 upgrade. Only the service writes this topic, so messages are decoded without a
 second validation pass.
 """
@@ -20,7 +20,7 @@ second validation pass.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Self
 
@@ -146,7 +146,8 @@ class CreateEmail:
     KIND: ClassVar[str] = "create_email"
     event_id: str
     therapist_id: int
-    command: Mapping[str, Any]
+    # Staff-written content, possibly about patients: never part of a repr (a log line).
+    command: Mapping[str, Any] = field(repr=False)
 
     @property
     def queue(self) -> bool:

@@ -20,7 +20,7 @@ class InputEvent(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     envelope: Envelope
-    payload: Any
+    payload: WireModel  # the model of its event type (inputs, commands)
 
     @property
     def event_id(self) -> str:

@@ -6,7 +6,8 @@ the therapist agent decided, for the sender agent to carry out in the database.
 
 As in streams.messages.inbox, each message is a frozen dataclass that encodes
 itself (``codec.encode``), the sender agent decodes with ``decode`` and dispatches
-with ``match``, and the JSON form is the one the service has always written.
+with ``match``, and the JSON form keeps the names and shapes the service has always
+written (messages written before decode the same).
 """
 
 from __future__ import annotations
@@ -48,8 +49,10 @@ class SendEmail:
     limited: bool
     template: str | None = None
     causation_id: str | None = None
-    context: Mapping[str, Any] = field(default_factory=dict)
-    content: Mapping[str, Any] | None = None
+    # Template context and a manual email's content may be about patients: never
+    # part of a repr (a log line), like PlacementRequest.patient.
+    context: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    content: Mapping[str, Any] | None = field(default=None, repr=False)
     queue: bool = True
     respect_contact_limit: bool = True
     command_id: str | None = None

@@ -23,19 +23,17 @@ from domain.schedule import Schedule
 from domain.slots import BookedCalls, NoSlot, Slot, find_slot
 from streams.messages.inbox import CallNotBooked
 from streams.messages.send_commands import BookCall
-from streams.persistence.commands import Rejected
 from streams.persistence.models import (
     PhoneCall,
     PhoneCallBatch,
     TherapistDirectoryEntry,
 )
 from streams.persistence.outbox import Channels, add_rows, event_row, inbox_row
+from streams.persistence.processed_commands import Rejected
 
 log = logging.getLogger(__name__)
 
-
 _BOOKING_LOCK = 7_215_004_312
-
 
 Row = dict[str, Any]  # an outbox row
 

@@ -24,13 +24,13 @@ from streams.persistence.call_booking import (
     search_slot,
     slot_for,
 )
-from streams.persistence.commands import Command, Rejected
 from streams.persistence.models import (
     EmailBatch,
     PhoneCall,
     TherapistDirectoryEntry,
 )
 from streams.persistence.outbox import Channels, event_row
+from streams.persistence.processed_commands import Command, Rejected
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,6 @@ from streams.persistence.models import (
 
 log = logging.getLogger(__name__)
 
-
 _CLAIM_LOCK = 7_215_004_313
 
 

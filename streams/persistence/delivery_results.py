@@ -6,15 +6,14 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import case, literal, select, update
 from sqlalchemy.orm import Session, object_session
 
 from domain.decisions import CONTACT_REQUEST
-from domain.retry import backoff_delay, should_retry
+from domain.retry import RetryPolicy, backoff_delay, should_retry
 from domain.therapist_state import Undeliverable
 from streams.delivery.mailer import SendError
 from streams.messages.inbox import EmailFailed, EmailSent
@@ -29,13 +28,6 @@ from streams.persistence.models import (
 from streams.persistence.outbox import Channels, add_rows, event_row, inbox_row
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_attempts: int
-    base: timedelta
-    cap: timedelta
 
 
 def record_sent_many(session: Session, sent: Sequence[tuple[int, datetime]], channels: Channels) -> None:

@@ -16,9 +16,9 @@ from domain.email_status import EmailStatus
 from streams.email.html_text import html_to_text
 from streams.email.sanitiser import clean_html
 from streams.messages.commands import RecordEmailResponse, UpdateEmail, UpdateEmailBatch
-from streams.persistence.commands import Command, Handler, Rejected
 from streams.persistence.models import Email, EmailBatch
 from streams.persistence.outbox import Channels, event_row
+from streams.persistence.processed_commands import Command, Handler, Rejected
 from streams.persistence.settled_requests import drop_from_calls
 
 

@@ -21,11 +21,11 @@ from streams.persistence import (
     call_booking,
     call_commands,
     call_jobs,
-    commands,
     delivery_queue,
     delivery_results,
     email_commands,
     email_creation,
+    processed_commands,
     settled_requests,
 )
 from streams.persistence.directory import update_directory
@@ -155,8 +155,10 @@ def test_no_free_slot_raises_an_alert_and_falls_back_to_an_email(database):
 
 def run(database, command_type, payload, therapist_id=None, command_id=None):
     command_id = command_id or str(uuid.uuid5(uuid.NAMESPACE_URL, command_type + json.dumps(payload, sort_keys=True)))
-    stored = commands.Command(command_id, command_type, COMMANDS[command_type].model_validate(payload), therapist_id)
-    return database.transaction(commands.execute, stored, CHANNELS, MONDAY, HANDLERS)
+    stored = processed_commands.Command(
+        command_id, command_type, COMMANDS[command_type].model_validate(payload), therapist_id
+    )
+    return database.transaction(processed_commands.execute, stored, CHANNELS, MONDAY, HANDLERS)
 
 
 def rejection(database):
@@ -192,13 +194,13 @@ def test_capacity_counts_calls_of_all_therapists(database):
     one_at_a_time = call_booking.CallPolicy(**{**POLICY.__dict__, "capacity": 1})
     handlers = {name: partial(handler, policy=one_at_a_time) for name, handler in call_commands.CALL_HANDLERS.items()}
     for therapist_id in (6, 7):
-        stored = commands.Command(
+        stored = processed_commands.Command(
             f"cap-{therapist_id}",
             "communication.schedule_phone_call",
             ScheduleCall(therapist_id=therapist_id, placement_request_ids=[therapist_id]),
             None,
         )
-        database.transaction(commands.execute, stored, CHANNELS, MONDAY, handlers)
+        database.transaction(processed_commands.execute, stored, CHANNELS, MONDAY, handlers)
     starts = [p["payload"]["scheduled_at"] for p in outbox(database, "communication.phone_call_scheduled")]
     assert [datetime.fromisoformat(s) for s in starts] == [
         datetime(2026, 11, 23, 10, 0, tzinfo=BERLIN),

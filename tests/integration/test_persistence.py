@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
+from domain.delivery_order import delivery_order
 from domain.placement import PlacementRequest
 from domain.therapist import TherapistProfile
 from streams.delivery.mailer import SendError
@@ -194,6 +195,30 @@ def test_claims_go_by_priority_then_longest_waiting(database):
     store(database, command("conf", therapist_id=3, kind="confirmation", template="confirmation", limited=False))
     assert [c.email_key for c in claim(database)] == ["conf", "early", "late"]
     assert claim(database, worker="w2") == []  # claimed ones are not handed out twice
+
+
+def test_the_claim_order_is_the_domains_delivery_order(database):
+    """The SQL ORDER BY of claim_due and domain.delivery_order state one rule."""
+    table = [  # key, kind, template, registered
+        ("c-late", "contact_request", "batch_request", "2026-03-01T10:00:00+00:00"),
+        ("f-mid", "follow_up", "follow_up", "2026-02-01T10:00:00+00:00"),
+        ("c-early", "contact_request", "batch_request", "2026-01-01T10:00:00+00:00"),
+        ("conf-late", "confirmation", "confirmation", "2026-02-15T10:00:00+00:00"),
+        ("c-tie-1", "contact_request", "batch_request", "2026-01-15T10:00:00+00:00"),
+        ("conf-early", "confirmation", "confirmation", "2026-01-05T10:00:00+00:00"),
+        ("c-tie-2", "contact_request", "batch_request", "2026-01-15T10:00:00+00:00"),
+        ("f-early", "follow_up", "follow_up", "2025-12-01T10:00:00+00:00"),
+    ]
+    for therapist_id, (key, kind, template, registered) in enumerate(table, start=1):
+        limited = kind != "confirmation"
+        requests = ((therapist_id, registered),)
+        store(database, command(key, therapist_id, requests, kind=kind, template=template, limited=limited))
+    rows = database.transaction(
+        lambda s: [(e.email_key, e.priority, e.oldest_registered_at, e.id) for e in s.scalars(select(Email))]
+    )
+    expected = [key for key, *order in sorted(rows, key=lambda r: delivery_order(r[1], r[2], r[3]))]
+    assert [c.email_key for c in claim(database, limit=20)] == expected
+    assert expected[:2] == ["conf-early", "conf-late"] and expected[-1] == "c-late"
 
 
 def test_expired_claim_is_taken_over_with_the_same_message_id(database):

@@ -16,7 +16,7 @@ from streams.bootstrap import call_policy
 from streams.delivery.wakeups import Wakeups
 from streams.messages import inbox
 from streams.messages.commands import RecordEmailResponse, ScheduleCall
-from streams.persistence import commands
+from streams.persistence import processed_commands
 from streams.persistence.outbox import Channels
 from streams.settings import Settings
 from tests.events import encode, envelope
@@ -27,26 +27,26 @@ NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 
 
 class Executed:
-    """Replaces ``commands.execute``: records each command and its handler set."""
+    """Replaces ``processed_commands.execute``: records each command and its handler set."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.commands: list[commands.Command] = []
+        self.commands: list[processed_commands.Command] = []
         self.rejections: list[str] = []
 
         def execute(
-            session: object, command: commands.Command, channels: Channels, now: datetime, handlers: Any
+            session: object, command: processed_commands.Command, channels: Channels, now: datetime, handlers: Any
         ) -> str:
             self.commands.append(command)
             try:
                 handlers[command.command_type](session, command, channels, now)
-            except commands.Rejected as rejected:
+            except processed_commands.Rejected as rejected:
                 self.rejections.append(str(rejected))
                 return "rejected"
             except Exception:  # a real handler needs a real session: not what is tested here
                 return "done"
             return "done"
 
-        monkeypatch.setattr(commands, "execute", execute)
+        monkeypatch.setattr(processed_commands, "execute", execute)
 
 
 def agent() -> tuple[CommandAgent, RecordingDatabase]:

@@ -11,11 +11,11 @@ from datetime import timedelta
 import aiosmtplib
 import pytest
 
+from domain.retry import RetryPolicy
 from streams.delivery.loop import RECORD_GROUP, DeliveryService, Outage
 from streams.delivery.mailer import SmtpUnavailable
 from streams.delivery.mime import RawMessage
 from streams.delivery.wakeups import Wakeups
-from streams.persistence.delivery_results import RetryPolicy
 from streams.settings import Settings
 from tests.fakes import (
     WAIT,

@@ -146,3 +146,16 @@ async def test_an_undecodable_command_is_dead_lettered_and_nothing_is_released(m
     [dead] = [json.loads(s.value) for s in sent(agent.topics.dlq)]
     assert dead["reason"] == "internal error: UnknownMessage"
     assert sent(agent.topics.inbox) == []
+
+
+async def test_a_send_email_too_broken_to_decode_still_releases_the_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    Calls(monkeypatch)
+    agent, _ = sender()
+    broken = json.loads(encode(email("k-1", 1)))
+    broken["decided_at"] = "not a time"
+    await agent(RecordStream([Record(json.dumps(broken).encode(), b"7", "svc-send-commands", 0, 0)]))  # type: ignore[arg-type]
+
+    [dead] = [json.loads(s.value) for s in sent(agent.topics.dlq)]
+    assert dead["reason"] == "internal error: ValueError"
+    [released] = [inbox.decode(s.value) for s in sent(agent.topics.inbox)]
+    assert released == inbox.EmailFailed(7, "k-1")

@@ -1,4 +1,5 @@
-"""Commands that act on stored emails (CONTRACT §3 ``communication-commands``).
+"""Carrying out a command of ``communication-commands`` (CONTRACT §3) once: the
+handlers are in streams.persistence.email_commands and call_commands.
 
 Each runs in one transaction: it is recorded in ``processed_commands`` so that a
 replay changes nothing, and either all of its effects and events are written or,
