@@ -328,10 +328,15 @@ class Service:
         return self.collector.of(self.topics.events, event_type, **payload)
 
     async def wait_event(
-        self, event_type: str, count: int = 1, timeout: float = 30.0, **payload: Any
+        self, event_type: str, count: int = 1, timeout: float = 30.0, *, distinct: bool = False, **payload: Any
     ) -> list[dict[str, Any]]:
+        """Until ``count`` such events arrived (``distinct``: counting a repeated
+        event_id once, and returning each once)."""
+
         def enough() -> list[dict[str, Any]]:
             found = self.events(event_type, **payload)
+            if distinct:
+                found = list({e["event_id"]: e for e in found}.values())
             return found if len(found) >= count else []
 
         return await self.collector.wait_for(enough, timeout, f"{count} x {event_type} {payload}")
