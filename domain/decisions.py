@@ -52,11 +52,31 @@ class SettleEmailedRequest:
 
 
 @dataclass(frozen=True)
+class ManualEmailContent:
+    """What a ``communication.create_email`` says about its email: a template (and
+    extra context) or a subject and body; a recipient other than the therapist's
+    directory address; the placement requests it is about; whether it is queued at
+    once and counts toward the weekly limit. Staff-written text and context may be
+    about patients: none of it is part of a repr (and so of a log line)."""
+
+    template: str | None = None
+    context: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    subject: str | None = field(default=None, repr=False)
+    body_html: str | None = field(default=None, repr=False)
+    body_text: str | None = field(default=None, repr=False)
+    placement_request_ids: tuple[int, ...] = ()
+    recipient_email: str | None = field(default=None, repr=False)
+    recipient_name: str | None = field(default=None, repr=False)
+    queue: bool = True
+    respect_contact_limit: bool = True
+
+
+@dataclass(frozen=True)
 class SendManualEmail:
     """An email a person asked for (``communication.create_email``).
 
-    ``content`` is what the command said about the email (template and context, or
-    subject and body, recipient, placement requests); the rules do not look inside.
+    ``content`` is what the command said about the email; the rules read only its
+    flags and the placement requests it names.
     ``requests`` are the named placement requests still waiting here, whose details
     travel with the email; the others are looked up downstream.
     """
@@ -64,7 +84,7 @@ class SendManualEmail:
     email_key: str
     command_id: str
     therapist: TherapistProfile | None
-    content: Mapping[str, Any]
+    content: ManualEmailContent
     requests: tuple[PlacementRequest, ...]
     queue: bool
     limited: bool

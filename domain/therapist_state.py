@@ -15,10 +15,8 @@ table may already contain the effect of an event that is delivered again.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from domain import batching, contact_limit
 from domain.decisions import (
@@ -31,6 +29,7 @@ from domain.decisions import (
     DropRequest,
     KeepRequestDetails,
     LiftSuppression,
+    ManualEmailContent,
     RejectCommand,
     SendEmail,
     SendManualEmail,
@@ -272,15 +271,7 @@ class TherapistState:
 
     # -- commands ----------------------------------------------------------------
 
-    def manual_email(
-        self,
-        command_id: str,
-        content: Mapping[str, Any],
-        queue: bool,
-        respect_contact_limit: bool,
-        has_recipient: bool,
-        now: datetime,
-    ) -> list[Decision]:
+    def manual_email(self, command_id: str, content: ManualEmailContent, now: datetime) -> list[Decision]:
         """``communication.create_email``: an email a person wrote or chose.
 
         One that is queued and respects the contact limit counts as this therapist's
@@ -289,13 +280,14 @@ class TherapistState:
         """
         if self._replayed(command_id, now):
             return []
-        refusal = self._command_refusal(has_recipient)
+        refusal = self._command_refusal(bool(content.recipient_email))
         if refusal is not None:
             return [RejectCommand(command_id, CREATE_EMAIL, refusal)]
-        request_ids = tuple(int(r) for r in content.get("placement_request_ids") or ())
+        request_ids = content.placement_request_ids
         waiting = tuple(self.pending[r] for r in request_ids if r in self.pending)
         key = batching.derived_key(MANUAL, command_id)
-        limited = queue and respect_contact_limit
+        queue = content.queue
+        limited = queue and content.respect_contact_limit
         if limited:
             self.in_flight[key] = InFlightEmail(key, MANUAL, request_ids, now, limited=True)
         return [SendManualEmail(key, command_id, self.profile, content, waiting, queue, limited, now)]

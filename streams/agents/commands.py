@@ -17,6 +17,7 @@ from typing import Any
 
 import faust
 
+from domain.decisions import ManualEmailContent
 from streams.delivery.wakeups import Wakeups
 from streams.kafka.dead_letters import dead_letter_waiting
 from streams.kafka.publishing import PublishRefused, until_published
@@ -153,10 +154,19 @@ def _for_therapist(command: InputEvent) -> inbox.CreateEmail | inbox.LiftEmailSu
     """The inbox message for a command that needs the therapist agent's state, or None."""
     match command.payload:
         case CreateEmail() as payload:
-            # It crosses Kafka, so in its JSON form.
-            return inbox.CreateEmail(
-                command.event_id, payload.therapist_id, payload.model_dump(mode="json", exclude_none=True)
+            content = ManualEmailContent(
+                template=payload.template,
+                context=payload.context or {},
+                subject=payload.subject,
+                body_html=payload.body_html,
+                body_text=payload.body_text,
+                placement_request_ids=tuple(payload.placement_request_ids),
+                recipient_email=payload.recipient_email,
+                recipient_name=payload.recipient_name,
+                queue=payload.queue,
+                respect_contact_limit=payload.respect_contact_limit,
             )
+            return inbox.CreateEmail(command.event_id, payload.therapist_id, content)
         case LiftEmailSuppression() as payload:
             return inbox.LiftEmailSuppression(command.event_id, payload.therapist_id, payload.reason)
     return None

@@ -141,10 +141,8 @@ class TherapistAgent:
                 return state.lift_suppression(event_id, reason, now)
             case inbox.FollowUpEmail(email_id=email_id, requests=requests, original_sent_at=sent_at):
                 return state.follow_up_email(batching.derived_key("follow_up", email_id), requests, sent_at, now)
-            case inbox.CreateEmail(event_id=event_id, command=command):
-                return state.manual_email(
-                    event_id, command, message.queue, message.respect_contact_limit, message.has_recipient, now
-                )
+            case inbox.CreateEmail(event_id=event_id, content=content):
+                return state.manual_email(event_id, content, now)
             case inbox.Tick():
                 raise ValueError("a tick is not about one therapist")
 

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Protocol, Self, TypeVar
 
 from faust.serializers import codecs
 
+from domain.decisions import ManualEmailContent
 from domain.placement import PlacementRequest
 from domain.therapist import TherapistProfile
 from domain.therapist_state import InFlightEmail, Suppression, TherapistState
@@ -69,6 +70,46 @@ def decode_kind(raw: bytes | str, kinds: Mapping[str, type[M]], topic: str) -> M
     if message_type is None:
         raise UnknownMessage(f"unknown {topic} message kind {kind!r}")
     return message_type.from_wire(wire)
+
+
+# -- a manual email's content ---------------------------------------------------------
+
+
+def content_to_wire(content: ManualEmailContent) -> dict[str, Any]:
+    """The JSON form of a ``create_email`` payload without its ``therapist_id`` (as
+    the command agent has always written it: its fields, without nulls)."""
+    wire: dict[str, Any] = {
+        name: value
+        for name, value in (
+            ("template", content.template),
+            ("context", dict(content.context) if content.context else None),
+            ("subject", content.subject),
+            ("body_html", content.body_html),
+            ("body_text", content.body_text),
+            ("recipient_email", content.recipient_email),
+            ("recipient_name", content.recipient_name),
+        )
+        if value is not None
+    }
+    wire["placement_request_ids"] = list(content.placement_request_ids)
+    wire["queue"] = content.queue
+    wire["respect_contact_limit"] = content.respect_contact_limit
+    return wire
+
+
+def content_from_wire(wire: Mapping[str, Any]) -> ManualEmailContent:
+    return ManualEmailContent(
+        template=wire.get("template"),
+        context=wire.get("context") or {},
+        subject=wire.get("subject"),
+        body_html=wire.get("body_html"),
+        body_text=wire.get("body_text"),
+        placement_request_ids=tuple(int(r) for r in wire.get("placement_request_ids") or ()),
+        recipient_email=wire.get("recipient_email"),
+        recipient_name=wire.get("recipient_name"),
+        queue=bool(wire.get("queue", True)),
+        respect_contact_limit=bool(wire.get("respect_contact_limit", True)),
+    )
 
 
 # -- requests and profiles ----------------------------------------------------------

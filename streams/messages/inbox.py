@@ -20,14 +20,17 @@ second validation pass.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Self
 
+from domain.decisions import ManualEmailContent
 from domain.placement import PlacementRequest
 from domain.therapist import TherapistProfile
 from domain.therapist_state import Undeliverable
 from streams.messages.codec import (
+    content_from_wire,
+    content_to_wire,
     decode_kind,
     profile_from_wire,
     profile_to_wire,
@@ -140,33 +143,20 @@ class TherapistDeleted:
 @dataclass(frozen=True)
 class CreateEmail:
     """``communication.create_email``: needs the therapist's directory entry and
-    weekly window. ``command`` is its validated payload (JSON form); the rules do not
-    look inside beyond the flags below."""
+    weekly window. On the wire ``command`` is the command's payload."""
 
     KIND: ClassVar[str] = "create_email"
     event_id: str
     therapist_id: int
-    # Staff-written content, possibly about patients: never part of a repr (a log line).
-    command: Mapping[str, Any] = field(repr=False)
-
-    @property
-    def queue(self) -> bool:
-        return bool(self.command.get("queue", True))
-
-    @property
-    def respect_contact_limit(self) -> bool:
-        return bool(self.command.get("respect_contact_limit", True))
-
-    @property
-    def has_recipient(self) -> bool:
-        return bool(self.command.get("recipient_email"))
+    content: ManualEmailContent
 
     def to_wire(self) -> dict[str, Any]:
-        return {"event_id": self.event_id, "therapist_id": self.therapist_id, "command": dict(self.command)}
+        command = {"therapist_id": self.therapist_id, **content_to_wire(self.content)}
+        return {"event_id": self.event_id, "therapist_id": self.therapist_id, "command": command}
 
     @classmethod
     def from_wire(cls, wire: Mapping[str, Any]) -> Self:
-        return cls(wire["event_id"], int(wire["therapist_id"]), wire["command"])
+        return cls(wire["event_id"], int(wire["therapist_id"]), content_from_wire(wire["command"]))
 
 
 @dataclass(frozen=True)

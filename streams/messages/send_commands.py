@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Self
 
-from domain.decisions import MANUAL, SendManualEmail
+from domain.decisions import MANUAL, ManualEmailContent, SendManualEmail
 from domain.decisions import BookCall as BookCallDecision
 from domain.decisions import SendEmail as SendEmailDecision
 from domain.placement import PlacementRequest
 from domain.therapist import TherapistProfile
 from streams.messages.codec import (
+    content_from_wire,
+    content_to_wire,
     decode_kind,
     profile_from_wire,
     profile_to_wire,
@@ -37,7 +39,7 @@ from streams.messages.codec import (
 class SendEmail:
     """Create (render, store, queue) one email. ``therapist`` is None for a manual
     email to a therapist without a directory entry (it names ``recipient_email``);
-    ``content`` is a manual email's ``create_email`` payload."""
+    ``content`` is what a manual email's ``create_email`` said."""
 
     KIND: ClassVar[str] = "send_email"
     email_key: str
@@ -49,10 +51,10 @@ class SendEmail:
     limited: bool
     template: str | None = None
     causation_id: str | None = None
-    # Template context and a manual email's content may be about patients: never
-    # part of a repr (a log line), like PlacementRequest.patient.
+    # Template context may be about patients: never part of a repr (a log line),
+    # like PlacementRequest.patient (ManualEmailContent keeps its text out of its own).
     context: Mapping[str, Any] = field(default_factory=dict, repr=False)
-    content: Mapping[str, Any] | None = field(default=None, repr=False)
+    content: ManualEmailContent | None = None
     queue: bool = True
     respect_contact_limit: bool = True
     command_id: str | None = None
@@ -83,11 +85,11 @@ class SendEmail:
             requests=decision.requests,
             decided_at=decision.decided_at,
             limited=decision.limited,
-            template=content.get("template"),
+            template=content.template,
             causation_id=decision.command_id,
             content=content,
             queue=decision.queue,
-            respect_contact_limit=bool(content.get("respect_contact_limit", True)),
+            respect_contact_limit=content.respect_contact_limit,
             command_id=decision.command_id,
         )
 
@@ -106,7 +108,7 @@ class SendEmail:
         }
         if self.content is not None:
             wire.update(
-                content=dict(self.content),
+                content={"therapist_id": self.therapist_id, **content_to_wire(self.content)},
                 queue=self.queue,
                 respect_contact_limit=self.respect_contact_limit,
                 command_id=self.command_id,
@@ -127,7 +129,7 @@ class SendEmail:
             template=wire.get("template"),
             causation_id=wire.get("causation_id"),
             context=wire.get("context") or {},
-            content=wire.get("content"),
+            content=None if wire.get("content") is None else content_from_wire(wire["content"]),
             queue=bool(wire.get("queue", True)),
             respect_contact_limit=bool(wire.get("respect_contact_limit", True)),
             command_id=wire.get("command_id"),

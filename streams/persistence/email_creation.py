@@ -166,31 +166,35 @@ def _new_manual_email(
     session: Session, command: SendEmail, render: Render, identity: Identity, now: datetime
 ) -> tuple[Email, RenderedEmail] | str:
     """The email of a ``create_email`` command, or why it cannot be created."""
-    content = command.content or {}
+    content = command.content
+    if content is None:
+        raise ValueError(f"manual email {command.email_key} without its content")
     therapist = command.therapist  # None: no directory entry, the command names the address
     requests = list(command.requests)
-    for request_id in (int(r) for r in content.get("placement_request_ids") or ()):
+    for request_id in content.placement_request_ids:
         if any(r.placement_request_id == request_id for r in requests):
             continue
         known = known_request(session, request_id)
         if known is None:
             return f"placement request {request_id} is not known to the communication service"
         requests.append(known)
-    if content.get("template"):
-        context = {**email_context(therapist, requests, identity), **(content.get("context") or {})}
+    if content.template:
+        context = {**email_context(therapist, requests, identity), **content.context}
         try:
-            rendered = render(content["template"], context, command.therapist_id)
+            rendered = render(content.template, context, command.therapist_id)
         except RenderError as exc:
-            return f"template {content['template']!r} cannot be used: {exc}"
+            return f"template {content.template!r} cannot be used: {exc}"
+    elif content.subject is not None and content.body_html is not None:
+        html = clean_html(content.body_html)
+        rendered = RenderedEmail(content.subject, html, content.body_text or html_to_text(html))
     else:
-        html = clean_html(content["body_html"])
-        rendered = RenderedEmail(content["subject"], html, content.get("body_text") or html_to_text(html))
-    address = content.get("recipient_email") or (therapist.email if therapist is not None else None)
+        raise ValueError(f"manual email {command.email_key}: neither a template nor a subject and body")
+    address = content.recipient_email or (therapist.email if therapist is not None else None)
     if not address:
         raise ValueError(f"email {command.email_key}: no recipient address")
-    if content.get("recipient_name"):
-        name = str(content["recipient_name"])
-    elif content.get("recipient_email") or therapist is None:
+    if content.recipient_name:
+        name = content.recipient_name
+    elif content.recipient_email or therapist is None:
         name = ""
     else:
         name = recipient_name(therapist)

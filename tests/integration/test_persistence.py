@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
+from domain.decisions import ManualEmailContent
 from domain.delivery_order import delivery_order
 from domain.placement import PlacementRequest
 from domain.therapist import TherapistProfile
@@ -386,7 +387,7 @@ def test_status_values_are_constrained(database, status):
 def test_rejected_manual_email_releases_the_window_it_held(database):
     manual = replace(
         command("m1", kind="manual", template=None),
-        content={"template": "no_such_template"},
+        content=ManualEmailContent(template="no_such_template"),
         command_id="c-1",
         queue=True,
         limited=True,

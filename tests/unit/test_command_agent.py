@@ -81,8 +81,9 @@ async def test_create_email_goes_to_the_therapists_inbox_and_not_to_the_database
     assert forwarded.key == b"7"
     message = inbox.decode(forwarded.value)
     assert isinstance(message, inbox.CreateEmail)
-    assert message.command["subject"] == "Rückfrage"
-    assert (message.queue, message.respect_contact_limit, message.has_recipient) == (False, True, False)
+    content = message.content
+    assert (content.subject, content.body_html) == ("Rückfrage", "<p>Guten Tag</p>")
+    assert (content.queue, content.respect_contact_limit, content.recipient_email) == (False, True, None)
     assert database.runs == [] and executed.commands == []
 
 

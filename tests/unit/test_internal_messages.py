@@ -11,7 +11,7 @@ from typing import Any, get_args
 
 import pytest
 
-from domain.decisions import MANUAL, SendManualEmail
+from domain.decisions import MANUAL, ManualEmailContent, SendManualEmail
 from domain.decisions import BookCall as BookCallDecision
 from domain.decisions import SendEmail as SendEmailDecision
 from domain.placement import PlacementRequest
@@ -68,13 +68,23 @@ REQUEST_WIRE = {"placement_request_id": 1, "patient_id": 1001, "registered_at": 
 BARE = PlacementRequest(1, 1001, REGISTERED)
 SECOND = PlacementRequest(2, 1002, REGISTERED, status="in_review")
 SECOND_WIRE = {**REQUEST_WIRE, "placement_request_id": 2, "patient_id": 1002, "status": "in_review"}
-CREATE = {"therapist_id": 7, "template": "free_text", "placement_request_ids": [1], "recipient_email": "a@b.example"}
+# The create_email payload as the command agent has always forwarded it (its JSON
+# form without nulls), and what the messages carry.
+CREATE = {
+    "therapist_id": 7,
+    "template": "free_text",
+    "placement_request_ids": [1],
+    "recipient_email": "a@b.example",
+    "queue": True,
+    "respect_contact_limit": True,
+}
+CONTENT = ManualEmailContent(template="free_text", placement_request_ids=(1,), recipient_email="a@b.example")
 
 DECIDED = SendEmailDecision(
     "k1", "follow_up", "follow_up", PROFILE, (REQUEST, SECOND), NOW, {"original_sent_at": "2026-11-16"}
 )
-MANUAL_DECISION = SendManualEmail("m1", "c-1", PROFILE, CREATE, (REQUEST,), False, True, NOW)
-NO_ENTRY = SendManualEmail("m2", "c-2", None, CREATE, (), True, False, NOW)
+MANUAL_DECISION = SendManualEmail("m1", "c-1", PROFILE, CONTENT, (REQUEST,), False, True, NOW)
+NO_ENTRY = SendManualEmail("m2", "c-2", None, CONTENT, (), True, False, NOW)
 
 # (message, its JSON as the service has always written it: for the send commands and
 # the inputs, as the agents wrote them before the messages were types)
@@ -120,7 +130,7 @@ CASES: list[tuple[Any, dict[str, Any]]] = [
         {"kind": "therapist_deleted", "event_id": "e5", "therapist_id": 7, "occurred_at": "2026-11-23T08:00:00+00:00"},
     ),
     (
-        CreateEmail("e6", 7, CREATE),
+        CreateEmail("e6", 7, CONTENT),
         {"kind": "create_email", "event_id": "e6", "therapist_id": 7, "command": CREATE},
     ),
     (
@@ -343,7 +353,7 @@ def test_every_message_type_is_covered():
 def test_a_send_command_without_a_directory_entry_has_no_profile():
     message = decode_send_command(encode(SendEmail.manual(7, NO_ENTRY)))
     assert isinstance(message, SendEmail)
-    assert (message.therapist, message.therapist_id, message.content) == (None, 7, CREATE)
+    assert (message.therapist, message.therapist_id, message.content) == (None, 7, CONTENT)
 
 
 def test_directory_profile_written_without_empty_fields_decodes():

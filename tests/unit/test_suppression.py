@@ -12,6 +12,7 @@ from domain.decisions import (
     CONFIRMATION,
     BookCall,
     LiftSuppression,
+    ManualEmailContent,
     RejectCommand,
     SendEmail,
     SuppressAddress,
@@ -137,10 +138,15 @@ def test_an_address_that_changed_before_the_report_is_not_suppressed():
 
 def test_manual_and_follow_up_emails_are_refused_while_suppressed_and_confirmations_wait():
     state, _ = emailed_and_bounced()
-    [refused] = state.manual_email("c1", {}, True, True, False, T0)
+    [refused] = state.manual_email("c1", ManualEmailContent(), T0)
     assert isinstance(refused, RejectCommand) and "suppressed" in refused.reason
     # Written to another address on purpose: allowed.
-    assert state.manual_email("c2", {}, True, False, True, T0)[0].command_id == "c2"
+    assert (
+        state.manual_email(
+            "c2", ManualEmailContent(respect_contact_limit=False, recipient_email="praxis@example.org"), T0
+        )[0].command_id
+        == "c2"
+    )
     assert state.follow_up_email("f1", (request(9),), T0 - WEEK, T0) == []
     # An acceptance is confirmed once the address works again, not into the bounce.
     held = state.match_status_changed("a1", 1, 1001, "accepted", T0)

@@ -12,6 +12,7 @@ from domain.decisions import (
     FOLLOW_UP,
     DropRequest,
     KeepRequestDetails,
+    ManualEmailContent,
     SendEmail,
     SettleEmailedRequest,
     SyncDirectory,
@@ -265,7 +266,7 @@ from domain.decisions import RejectCommand, SendManualEmail  # noqa: E402
 
 def test_manual_email_that_respects_the_limit_holds_the_window():
     state = known_therapist()
-    [decision] = state.manual_email("c1", {"subject": "s", "body_html": "<p>x"}, True, True, False, T0)
+    [decision] = state.manual_email("c1", ManualEmailContent(subject="s", body_html="<p>x"), T0)
     assert isinstance(decision, SendManualEmail) and decision.limited
     state.match_created("e1", request(1, T0 - WEEK), T0)
     assert state.plan_contact_email(T0 + 2 * WEEK, WEEK) is None  # in flight: nothing else goes
@@ -276,8 +277,8 @@ def test_manual_email_that_respects_the_limit_holds_the_window():
 
 def test_manual_email_that_ignores_the_limit_or_a_draft_does_not_hold_it():
     state = known_therapist()
-    [urgent] = state.manual_email("c1", {}, True, False, False, T0)
-    [draft] = state.manual_email("c2", {}, False, True, False, T0)
+    [urgent] = state.manual_email("c1", ManualEmailContent(respect_contact_limit=False), T0)
+    [draft] = state.manual_email("c2", ManualEmailContent(queue=False), T0)
     assert not urgent.limited and not draft.limited
     state.match_created("e1", request(1, T0 - WEEK), T0)
     assert state.plan_contact_email(T0, WEEK) is not None
@@ -286,13 +287,16 @@ def test_manual_email_that_ignores_the_limit_or_a_draft_does_not_hold_it():
 def test_manual_email_carries_the_waiting_requests_it_names():
     state = known_therapist()
     state.match_created("e1", request(1, T0 - WEEK), T0)
-    [decision] = state.manual_email("c1", {"placement_request_ids": [1, 99]}, True, True, False, T0)
+    [decision] = state.manual_email("c1", ManualEmailContent(placement_request_ids=(1, 99)), T0)
     assert [r.placement_request_id for r in decision.requests] == [1]
 
 
 def test_manual_email_refusals():
     assert state_refusal(TherapistState(7), has_recipient=False).startswith("therapist 7 is not known")
-    assert TherapistState(7).manual_email("c", {}, True, True, True, T0)[0].therapist is None  # a recipient suffices
+    assert (
+        TherapistState(7).manual_email("c", ManualEmailContent(recipient_email="praxis@example.org"), T0)[0].therapist
+        is None
+    )  # a recipient suffices
     deleted = known_therapist()
     deleted.therapist_deleted("d", T0, T0)
     assert "deleted" in state_refusal(deleted)
@@ -300,13 +304,13 @@ def test_manual_email_refusals():
     assert "contact_blocked" in state_refusal(blocked)
     # a replayed command is recognised
     state = known_therapist()
-    assert (
-        state.manual_email("c", {}, True, True, False, T0) and state.manual_email("c", {}, True, True, False, T0) == []
-    )
+    assert state.manual_email("c", ManualEmailContent(), T0) and state.manual_email("c", ManualEmailContent(), T0) == []
 
 
 def state_refusal(state: TherapistState, has_recipient: bool = False) -> str:
-    [decision] = state.manual_email("c", {}, True, True, has_recipient, T0)
+    [decision] = state.manual_email(
+        "c", ManualEmailContent(recipient_email="praxis@example.org" if has_recipient else None), T0
+    )
     assert isinstance(decision, RejectCommand) and decision.command_type == "communication.create_email"
     return decision.reason
 
