@@ -35,8 +35,6 @@ def time_from_wire(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
-_time = time_from_wire
-
 # -- messages ---------------------------------------------------------------------------
 
 
@@ -136,7 +134,7 @@ def request_from_wire(wire: Mapping[str, Any]) -> PlacementRequest:
     return PlacementRequest(
         placement_request_id=wire["placement_request_id"],
         patient_id=wire["patient_id"],
-        registered_at=_time(wire["registered_at"]),
+        registered_at=time_from_wire(wire["registered_at"]),
         patient=wire.get("patient") or {},
         status=wire.get("status"),
     )
@@ -205,7 +203,7 @@ def _suppression_to_wire(suppression: Suppression) -> dict[str, Any]:
 def _suppression_from_wire(wire: Mapping[str, Any] | None) -> Suppression | None:
     if wire is None:
         return None
-    return Suppression(wire["address"], wire["reason"], wire.get("email_id"), _time(wire["since"]))
+    return Suppression(wire["address"], wire["reason"], wire.get("email_id"), time_from_wire(wire["since"]))
 
 
 def state_from_wire(wire: Mapping[str, Any]) -> TherapistState:
@@ -214,7 +212,7 @@ def state_from_wire(wire: Mapping[str, Any]) -> TherapistState:
     return TherapistState(
         therapist_id=wire["therapist_id"],
         profile=None if wire.get("profile") is None else profile_from_wire(wire["profile"]),
-        profile_as_of=None if wire.get("profile_as_of") is None else _time(wire["profile_as_of"]),
+        profile_as_of=None if wire.get("profile_as_of") is None else time_from_wire(wire["profile_as_of"]),
         deleted=bool(wire.get("deleted")),
         pending={r.placement_request_id: r for r in pending},
         in_flight={
@@ -222,14 +220,14 @@ def state_from_wire(wire: Mapping[str, Any]) -> TherapistState:
                 f["email_key"],
                 f["kind"],
                 tuple(f["placement_request_ids"]),
-                _time(f["decided_at"]),
+                time_from_wire(f["decided_at"]),
                 bool(f.get("limited", True)),
             )
             for f in wire.get("in_flight", ())
         },
-        contact_sent_at=[_time(t) for t in wire.get("contact_sent_at", ())],
-        settled={int(k): (v[0], _time(v[1])) for k, v in wire.get("settled", {}).items()},
-        seen_events={k: _time(t) for k, t in wire.get("seen_events", {}).items()},
+        contact_sent_at=[time_from_wire(t) for t in wire.get("contact_sent_at", ())],
+        settled={int(k): (v[0], time_from_wire(v[1])) for k, v in wire.get("settled", {}).items()},
+        seen_events={k: time_from_wire(t) for k, t in wire.get("seen_events", {}).items()},
         awaiting_confirmation={r.placement_request_id: r for r in awaiting},
         suppression=_suppression_from_wire(wire.get("suppression")),
     )

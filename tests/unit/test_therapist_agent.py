@@ -18,7 +18,7 @@ from streams.agents.ticks import bookmark_key, partition_of
 from streams.messages import inbox, send_commands
 from streams.messages.codec import encode
 from streams.settings import Settings
-from tests.fakes import Record, RecordStream, recording_topics, sent
+from tests.fakes import FakeClock, Record, RecordStream, recording_topics, sent
 
 BERLIN = ZoneInfo("Europe/Berlin")
 # Monday 23 November 2026; the batch run is daily at 09:00 Berlin time.
@@ -28,16 +28,8 @@ SETTINGS = Settings.from_environ({"COMM_PARTITIONS": str(PARTITIONS), "COMM_BATC
 HOURS = {"monday": [{"start": "10:00", "end": "12:00"}]}
 
 
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-def agent_at(now: datetime = MONDAY) -> tuple[TherapistAgent, dict[object, object], Clock]:
-    clock = Clock(now)
+def agent_at(now: datetime = MONDAY) -> tuple[TherapistAgent, dict[object, object], FakeClock]:
+    clock = FakeClock(now)
     table: dict[object, object] = {}
     return TherapistAgent(SETTINGS, recording_topics(), table, clock), table, clock  # type: ignore[arg-type]
 
@@ -232,7 +224,7 @@ async def test_a_message_it_cannot_handle_goes_to_the_dlq_and_the_stream_goes_on
 # -- rules the end-to-end tests see by letting real time pass, here with `now` passed in
 
 
-async def emailed_at_first_run(agent: TherapistAgent, clock: Clock, therapist_id: int) -> send_commands.SendEmail:
+async def emailed_at_first_run(agent: TherapistAgent, clock: FakeClock, therapist_id: int) -> send_commands.SendEmail:
     partition = partition_of(therapist_id, PARTITIONS)
     await agent.handle(upserted(therapist_id), partition)
     await agent.handle(match(therapist_id * 10, therapist_id, 30), partition)
