@@ -18,6 +18,7 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
+    ByteSize,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -33,7 +34,15 @@ from domain.schedule import Schedule, parse_schedule
 
 PREFIX = "COMM_"
 # Variables whose value may instead be read from the file ``<NAME>_FILE`` names.
-SECRET_VARIABLES = ("COMM_SMTP_USERNAME", "COMM_SMTP_PASSWORD", "COMM_DATABASE_URL")
+SECRET_VARIABLES = (
+    "COMM_SMTP_USERNAME",
+    "COMM_SMTP_PASSWORD",
+    "COMM_DATABASE_URL",
+    "COMM_KAFKA_SASL_USERNAME",
+    "COMM_KAFKA_SASL_PASSWORD",
+)
+SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
+TLS_PROTOCOLS = ("SSL", "SASL_SSL")
 
 
 def _duration(value: Any) -> Any:
@@ -59,6 +68,20 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore", arbitrary_types_allowed=True)
 
     kafka_broker: str = Field("kafka://localhost:9092", alias="COMM_KAFKA_BROKER")
+    # How every Kafka client of the service connects (see streams/kafka/security.py).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", alias="COMM_KAFKA_SECURITY_PROTOCOL"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, alias="COMM_KAFKA_SASL_MECHANISM"
+    )
+    kafka_sasl_username: SecretStr | None = Field(None, alias="COMM_KAFKA_SASL_USERNAME")
+    kafka_sasl_password: SecretStr | None = Field(None, alias="COMM_KAFKA_SASL_PASSWORD")
+    # CA bundle to verify the brokers with (default: the system's); for mutual TLS
+    # a client certificate and its key.
+    kafka_ca_file: Path | None = Field(None, alias="COMM_KAFKA_CA_FILE")
+    kafka_client_cert_file: Path | None = Field(None, alias="COMM_KAFKA_CLIENT_CERT_FILE")
+    kafka_client_key_file: Path | None = Field(None, alias="COMM_KAFKA_CLIENT_KEY_FILE")
     app_id: str = Field("communication-service", alias="COMM_APP_ID", min_length=1)
     database_url: SecretStr = Field(SecretStr("sqlite:///commsvc.db"), alias="COMM_DATABASE_URL")
     smtp_host: str = Field("localhost", alias="COMM_SMTP_HOST")
@@ -109,8 +132,19 @@ class Settings(BaseModel):
     # Tansu needs 1 (one record per batch) for changelog recovery; Kafka does not.
     producer_max_batch_size: int | None = Field(None, alias="COMM_PRODUCER_MAX_BATCH_SIZE", ge=1)
     table_standby_replicas: int = Field(1, alias="COMM_TABLE_STANDBY_REPLICAS", ge=0)
-    web_port: int | None = Field(None, alias="COMM_WEB_PORT", ge=1, le=65535)
+    # Local table state: RocksDB files under the data directory (one directory per
+    # app and worker, see streams/kafka/store.py), or memory (rebuilt from the
+    # changelog at every start).
+    store: Literal["rocksdb", "memory"] = Field("rocksdb", alias="COMM_STORE")
+    data_dir: Path = Field(Path("commsvc-data"), alias="COMM_DATA_DIR")
+    # RocksDB's block cache per table partition (Faust's default is 2 GiB).
+    rocksdb_block_cache: ByteSize = Field(ByteSize(8 * 1024 * 1024), alias="COMM_ROCKSDB_BLOCK_CACHE", ge=1024 * 1024)
+    # The worker's web server: probes and metrics (see streams/ops/web.py).
+    web_enabled: bool = Field(True, alias="COMM_WEB_ENABLED")
+    web_host: str = Field("0.0.0.0", alias="COMM_WEB_HOST", min_length=1)  # noqa: S104 - probes come from outside
+    web_port: int = Field(6066, alias="COMM_WEB_PORT", ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="COMM_LOG_LEVEL")
+    log_format: Literal["text", "json"] = Field("text", alias="COMM_LOG_FORMAT")
     # A directory whose templates take precedence over the packaged ones.
     template_dir: Path | None = Field(None, alias="COMM_TEMPLATE_DIR")
     # Deliver from a child process of the worker, on a core of its own (see
@@ -179,6 +213,46 @@ class Settings(BaseModel):
             raise ValueError(f"COMM_DAILY_CALL_LIST: {exc}") from exc
         return self
 
+    @model_validator(mode="after")
+    def _kafka_security(self) -> Settings:
+        protocol = self.kafka_security_protocol
+        problems = []
+        if protocol in SASL_PROTOCOLS:
+            for name, value in (
+                ("COMM_KAFKA_SASL_MECHANISM", self.kafka_sasl_mechanism),
+                ("COMM_KAFKA_SASL_USERNAME", self.kafka_sasl_username),
+                ("COMM_KAFKA_SASL_PASSWORD", self.kafka_sasl_password),
+            ):
+                if value is None:
+                    problems.append(f"{name}: required with COMM_KAFKA_SECURITY_PROTOCOL={protocol}")
+        else:
+            for name, value in (
+                ("COMM_KAFKA_SASL_MECHANISM", self.kafka_sasl_mechanism),
+                ("COMM_KAFKA_SASL_USERNAME", self.kafka_sasl_username),
+                ("COMM_KAFKA_SASL_PASSWORD", self.kafka_sasl_password),
+            ):
+                if value is not None:
+                    problems.append(f"{name}: set, but COMM_KAFKA_SECURITY_PROTOCOL={protocol} uses no SASL")
+        files = (
+            ("COMM_KAFKA_CA_FILE", self.kafka_ca_file),
+            ("COMM_KAFKA_CLIENT_CERT_FILE", self.kafka_client_cert_file),
+            ("COMM_KAFKA_CLIENT_KEY_FILE", self.kafka_client_key_file),
+        )
+        for name, path in files:
+            if path is None:
+                continue
+            if protocol not in TLS_PROTOCOLS:
+                problems.append(f"{name}: set, but COMM_KAFKA_SECURITY_PROTOCOL={protocol} uses no TLS")
+            elif not path.is_file():
+                problems.append(f"{name}: no such file: {path}")
+        if (self.kafka_client_cert_file is None) != (self.kafka_client_key_file is None):
+            problems.append(
+                "COMM_KAFKA_CLIENT_CERT_FILE, COMM_KAFKA_CLIENT_KEY_FILE: mutual TLS needs the certificate and its key"
+            )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
     @property
     def batch_schedule(self) -> Schedule:
         return self._batch_schedule
@@ -218,7 +292,9 @@ def _describe(error: ValidationError) -> str:
     for problem in error.errors(include_input=False, include_url=False):
         location = ".".join(str(part) for part in problem["loc"])
         message = str(problem["msg"]).removeprefix("Value error, ")
-        if not location and ":" in message:
-            location, _, message = message.partition(": ")
-        lines.append(f"{location or 'configuration'}: {message}")
+        if location:
+            lines.append(f"{location}: {message}")
+            continue
+        for line in message.splitlines():  # a model validator names its variables itself
+            lines.append(line if ":" in line else f"configuration: {line}")
     return "invalid configuration:\n  " + "\n  ".join(lines)

@@ -8,7 +8,9 @@ from typing import Any
 import faust
 from faust.transport.drivers import aiokafka as aiokafka_driver
 
+from streams.kafka import security, store
 from streams.kafka.rewinding_consumer import RewindingConsumer
+from streams.ops import web
 from streams.settings import Settings
 
 
@@ -41,7 +43,6 @@ class ServiceFaustApp(faust.App):  # type: ignore[misc]
 def create_app(settings: Settings) -> faust.App:
     options: dict[str, Any] = {
         "broker": settings.kafka_broker,
-        "store": "memory://",
         "processing_guarantee": "at_least_once",
         "topic_partitions": settings.partitions,
         "topic_replication_factor": settings.replication_factor,
@@ -53,11 +54,11 @@ def create_app(settings: Settings) -> faust.App:
         # database outage): they are not acknowledged, so they come again after the
         # restart, and every handler here is idempotent.
         "stream_wait_empty": False,
-        "web_enabled": settings.web_port is not None,
         "autodiscover": False,
+        **security.faust_options(settings),
+        **store.faust_options(settings),
+        **web.faust_options(settings),
     }
-    if settings.web_port is not None:
-        options["web_port"] = settings.web_port
     if settings.producer_max_batch_size is not None:
         options["producer_max_batch_size"] = settings.producer_max_batch_size
     app = ServiceFaustApp(settings.app_id, **options)

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import create_engine, text
 
-from streams.demo.broker import LocalBroker
+from streams.demo.broker import LocalBroker, free_port
 from streams.demo.smtp_capture import Received, SmtpCapture
 from tests.events import envelope
 from tests.services import postgres_database
@@ -93,6 +93,18 @@ class WorkerProcess:
         )
         log.close()
         return self
+
+    @property
+    def web_port(self) -> int:
+        return int(self.environ["COMM_WEB_PORT"])
+
+    def url(self, path: str) -> str:
+        """An address on the worker's web server (probes, metrics)."""
+        return f"http://127.0.0.1:{self.web_port}{path}"
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.environ["COMM_DATA_DIR"])
 
     def new_log(self) -> bytes:
         return self.log_path.read_bytes()[self._offset :]
@@ -266,10 +278,23 @@ class Service:
     environ: dict[str, str]
     log_path: Path
     workers: list[WorkerProcess] = field(default_factory=list)
+    # Each worker on this "host" runs in a slot: a web port and a data directory of
+    # its own. A worker started after another stopped takes over its slot (and its
+    # local table state), as a restarted worker would.
+    slots: list[WorkerProcess | None] = field(default_factory=list)
 
     def worker(self, **overrides: str) -> WorkerProcess:
-        worker = WorkerProcess({**self.environ, **overrides}, self.log_path)
+        slot = next((i for i, w in enumerate(self.slots) if w is None or not w.running), len(self.slots))
+        if slot == len(self.slots):
+            self.slots.append(None)
+        placement = {
+            "COMM_WEB_HOST": "127.0.0.1",
+            "COMM_WEB_PORT": str(free_port()),
+            "COMM_DATA_DIR": str(self.log_path.parent / f"data-{self.environ['COMM_APP_ID']}-{slot}"),
+        }
+        worker = WorkerProcess({**self.environ, **placement, **overrides}, self.log_path)
         self.workers.append(worker)
+        self.slots[slot] = worker
         return worker.start()
 
     async def start_worker(self, **overrides: str) -> WorkerProcess:
