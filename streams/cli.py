@@ -49,6 +49,7 @@ def migrate_until_done(settings: Settings, *, wait: bool) -> None:
 def run_worker(settings: Settings) -> None:
     from streams.bootstrap import Services, ServiceWorker, build_app
     from streams.kafka.admin import TopicMismatch, ensure_topics
+    from streams.kafka.log_context import current_record
 
     migrate_until_done(settings, wait=True)
     try:
@@ -68,7 +69,7 @@ def run_worker(settings: Settings) -> None:
     worker = ServiceWorker(
         service_app,
         loglevel=settings.log_level,
-        logging_config=logging_config(settings.log_level),
+        logging_config=logging_config(settings.log_level, settings.log_format, [current_record]),
         redirect_stdouts=False,
         quiet=True,
     )
@@ -100,7 +101,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(run_demo(args.output))
 
     settings = load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
+    # Python's warnings go through logging too, so that a JSON log stays JSON.
+    logging.captureWarnings(True)
     if args.command == "preview":
         from pathlib import Path
 

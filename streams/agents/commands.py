@@ -26,7 +26,7 @@ from streams.messages import inbox
 from streams.messages.codec import encode
 from streams.messages.commands import COMMANDS, CreateEmail, LiftEmailSuppression
 from streams.messages.parsing import InputEvent, Rejection, parse_input
-from streams.ops.logs import ThrottledWarning, log_failure
+from streams.ops.logs import ThrottledWarning, bind_log_context, log_failure
 from streams.persistence import call_booking, call_commands, email_commands, processed_commands
 from streams.persistence.db import Database, run_retrying
 from streams.persistence.outbox import Channels
@@ -66,6 +66,7 @@ class CommandAgent:
                 parsed = parse_input(
                     message.value, COMMANDS, max_bytes=self.max_bytes, limit_name="COMM_MAX_COMMAND_BYTES"
                 )
+                bind_log_context(event_id=parsed.event_id, therapist_id=_therapist_of(message.key))
                 if isinstance(parsed, Rejection) and _answerable(parsed, message.value, self.max_bytes):
                     # Well-formed but too large (e.g. an image pasted into body_html):
                     # the sender is answered, as for any command that cannot be carried out.

@@ -29,7 +29,7 @@ from streams.messages.inputs import (
     TherapistUpserted,
 )
 from streams.messages.parsing import InputEvent, Rejection, parse_input
-from streams.ops.logs import ThrottledWarning, log_failure
+from streams.ops.logs import ThrottledWarning, bind_log_context, log_failure
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -138,10 +138,12 @@ class IngestAgent:
             message = event.message
             try:
                 parsed = self._parse(message.value)
+                bind_log_context(event_id=parsed.event_id)
                 if isinstance(parsed, Rejection):
                     await self.reject(message, parsed)
                     continue
                 forwarded, refused = self.translate(parsed)
+                bind_log_context(event_id=parsed.event_id, therapist_id=forwarded.therapist_id)
                 if refused is not None:
                     # The availability goes to the DLQ for a person to fix; the rest applies.
                     reason = (

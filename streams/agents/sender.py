@@ -38,7 +38,7 @@ from streams.messages.send_commands import (
     SettleRequest,
 )
 from streams.messages.send_commands import decode as decode_send_command
-from streams.ops.logs import ThrottledWarning, log_failure
+from streams.ops.logs import ThrottledWarning, bind_log_context, log_failure
 from streams.persistence import call_booking, directory, email_creation, outbox, settled_requests, waiting_requests
 from streams.persistence.db import Database, run_retrying
 from streams.settings import Settings
@@ -145,6 +145,7 @@ class SenderAgent:
                 emails.clear()
 
         for command in commands:
+            bind_log_context(therapist_id=getattr(command, "therapist_id", None))
             match command:
                 case SendEmail():
                     if details:

@@ -43,7 +43,7 @@ from streams.kafka.topics import Topics
 from streams.messages import inbox, send_commands
 from streams.messages.codec import dumps, encode, state_to_wire
 from streams.messages.envelope import envelope
-from streams.ops.logs import ThrottledWarning, log_failure
+from streams.ops.logs import ThrottledWarning, bind_log_context, log_failure
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,9 @@ class TherapistAgent:
         async for event in stream.events():
             try:
                 message = inbox.decode(event.value)
+                bind_log_context(
+                    event_id=getattr(message, "event_id", None), therapist_id=getattr(message, "therapist_id", None)
+                )
                 # Broker trouble is waited out (handling is safe to repeat: the
                 # state is written last); anything else is a bug for a person.
                 await until_published(partial(self.handle, message, event.message.partition), self.broker_warning)

@@ -33,7 +33,7 @@ from streams.delivery.mailer import Mailer, SmtpUnavailable, classify
 from streams.delivery.mime import build_message
 from streams.delivery.store import DeliveryStore, StoreUnavailable
 from streams.delivery.wakeups import Wakeups
-from streams.ops.logs import ThrottledWarning
+from streams.ops.logs import ThrottledWarning, bind_log_context
 from streams.persistence.delivery_queue import ClaimedEmail
 from streams.settings import Settings
 
@@ -198,6 +198,7 @@ class DeliveryService(Service):  # type: ignore[misc]
                     ahead = self._claim()
                 email = queue.popleft()
                 in_hand.add(email.id)
+                bind_log_context(email_id=email.id, therapist_id=email.therapist_id)
                 sent_at = self.clock()
                 try:
                     await mailer.send(build_message(email.outgoing, sent_at))

@@ -192,7 +192,7 @@ def run_child(
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    configure_logging(logging.getLevelName(level))
+    configure_logging(logging.getLevelName(level), settings.log_format)
     try:
         asyncio.run(_serve(settings, channels, worker_id, build, wakes.fileno(), back.fileno()))
     finally:
