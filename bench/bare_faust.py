@@ -2,7 +2,8 @@
 repartitions each event by therapist and makes one table update per event.
 
 Run as ``python bench/bare_faust.py worker`` with BENCH_BROKER, BENCH_TOPIC,
-BENCH_APP_ID and BENCH_PARTITIONS in the environment (bench_ingest.py does this).
+BENCH_APP_ID and BENCH_PARTITIONS in the environment, and optionally BENCH_STORE and
+BENCH_DATADIR (bench_ingest.py does this).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import faust
 app = faust.App(
     os.environ["BENCH_APP_ID"],
     broker=os.environ["BENCH_BROKER"],
-    store="memory://",
+    # The service's store (BENCH_STORE: rocksdb or memory), so that the floor is comparable.
+    store="rocksdb://" if os.environ.get("BENCH_STORE") == "rocksdb" else "memory://",
+    datadir=os.environ.get("BENCH_DATADIR", "bare-faust-data"),
     processing_guarantee="at_least_once",
     topic_partitions=int(os.environ["BENCH_PARTITIONS"]),
     consumer_auto_offset_reset="earliest",

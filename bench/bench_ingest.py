@@ -33,13 +33,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from bench_common import PRODUCER_MAX_BATCH, add_producer_batch_option, print_medians
 
-from streams.demo.broker import LocalBroker
+from streams.demo.broker import LocalBroker, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 8
 # Producer batch size of both Faust apps: "1" (one record per batch, needed on Tansu for
 # table recovery) or "" (Faust's default batching, as on Kafka). Set by --producer-batch.
 MAX_BATCH = "1"
+# The table store of both Faust apps (--store): the service's default, unless chosen.
+STORE = "rocksdb"
 FIRST = ["Anna", "Ben", "Clara", "David", "Elif", "Felix", "Greta", "Hannah", "Ilias", "Jana"]
 DIAGNOSES = ["F32.1", "F41.1", "F43.1", "F40.1", "F33.1", "F50.2"]
 
@@ -182,6 +184,8 @@ async def bare_faust(broker: LocalBroker, topic: str, count: int, work: Path) ->
             "BENCH_APP_ID": app_id,
             "BENCH_PARTITIONS": str(PARTITIONS),
             "BENCH_MAX_BATCH": MAX_BATCH,
+            "BENCH_STORE": STORE,
+            "BENCH_DATADIR": str(work / f"{app_id}-data"),
         },
         log,
     )
@@ -213,6 +217,10 @@ async def service_worker(broker: LocalBroker, topic: str, count: int, work: Path
         "COMM_TABLE_STANDBY_REPLICAS": "0",
         "COMM_TICK_INTERVAL": "1h",
         "COMM_LOG_LEVEL": "WARNING",
+        "COMM_DATA_DIR": str(work / "data"),
+        "COMM_STORE": STORE,
+        "COMM_WEB_HOST": "127.0.0.1",
+        "COMM_WEB_PORT": str(free_port()),
     }
     process = start([sys.executable, "-m", "streams.cli", "worker"], environ, log)
     try:
@@ -227,9 +235,11 @@ async def main() -> None:
     parser.add_argument("--therapists", type=int, default=4_000)
     parser.add_argument("--repeats", type=int, default=3)
     add_producer_batch_option(parser)
+    parser.add_argument("--store", choices=("rocksdb", "memory"), default="rocksdb", help="both apps' table store")
     args = parser.parse_args()
-    global MAX_BATCH
+    global MAX_BATCH, STORE
     MAX_BATCH = PRODUCER_MAX_BATCH[args.producer_batch]
+    STORE = args.store
     records = events(args.events, args.therapists)
     results: dict[str, list[float]] = {"plain aiokafka": [], "bare Faust": [], "service worker": []}
     with tempfile.TemporaryDirectory() as tmp, LocalBroker(log_path=Path(tmp) / "tansu.log") as broker:
@@ -252,7 +262,7 @@ async def main() -> None:
                 )
     print(
         f"\n{args.events} match.created events over {args.therapists} therapists, {PARTITIONS} partitions, "
-        f"producer batching: {args.producer_batch}, median of {args.repeats} runs:\n"
+        f"producer batching: {args.producer_batch}, store: {STORE}, median of {args.repeats} runs:\n"
     )
     medians = print_medians("consumer", "events/s", results)
     print(f"\nservice / bare Faust = {medians['service worker'] / medians['bare Faust']:.2f}")

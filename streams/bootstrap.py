@@ -35,6 +35,8 @@ from streams.email.rendering import Renderer
 from streams.kafka.app import create_app
 from streams.kafka.table import declare_therapist_table
 from streams.kafka.topics import declare_topics
+from streams.ops.metrics import Metrics, PrometheusMetrics, serve_metrics
+from streams.ops.web import serve_probes
 from streams.persistence.call_booking import CallPolicy
 from streams.persistence.db import Database
 from streams.persistence.outbox import Channels
@@ -90,13 +92,22 @@ def delivery_services(settings: Settings) -> DeliveryPorts:
 
 
 def child_delivery(
-    settings: Settings, channels: Channels, worker_id: str, wakeups: Wakeups
+    settings: Settings, channels: Channels, worker_id: str, wakeups: Wakeups, metrics: Metrics
 ) -> tuple[DeliveryService, Callable[[], None]]:
     """The delivery loop of the delivery process, built in the child: its own
-    database and SMTP connections; and what to close when it ends."""
+    database and SMTP connections, its counts forwarded to the worker (``metrics``);
+    and what to close when it ends."""
     ports = delivery_services(settings)
     delivery = build_delivery(
-        settings, ports.database, ports.mailers, channels, wakeups, worker_id, utcnow, claim_ahead=True
+        settings,
+        ports.database,
+        ports.mailers,
+        channels,
+        wakeups,
+        worker_id,
+        utcnow,
+        claim_ahead=True,
+        metrics=metrics,
     )
     return delivery, ports.database.dispose
 
@@ -111,6 +122,7 @@ def build_delivery(
     clock: Callable[[], datetime],
     *,
     claim_ahead: bool = False,
+    metrics: Metrics,
     loop: asyncio.AbstractEventLoop | None = None,
     beacon: Any = None,
 ) -> DeliveryService:
@@ -124,6 +136,7 @@ def build_delivery(
         wakeups,
         clock,
         claim_ahead=claim_ahead,
+        metrics=metrics,
         loop=loop,
         beacon=beacon,
     )
@@ -140,6 +153,7 @@ class Services:
     clock: Callable[[], datetime] = utcnow
     worker_id: str = field(default_factory=new_worker_id)
     wakeups: Wakeups = field(default_factory=Wakeups)
+    metrics: PrometheusMetrics = field(default_factory=PrometheusMetrics)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
@@ -177,15 +191,27 @@ def build_app(services: Services) -> ServiceApp:
     settings = services.settings
     clock = services.clock
     app = create_app(settings)
+    probes = serve_probes(app, settings, services.database)  # before any other page
+    metrics = services.metrics
+    serve_metrics(app, metrics, services.database, clock, page=settings.web_enabled)
     topics = declare_topics(app, settings)
     table = declare_therapist_table(app, settings)
     channels = Channels(events=topics.events.get_topic_name(), inbox=topics.inbox.get_topic_name())
 
-    app.agent(topics.matching, name="ingest-matching")(matching_ingest(topics, clock, settings))
-    app.agent(topics.therapists, name="ingest-therapists")(therapist_ingest(topics, clock, settings))
-    app.agent(topics.inbox, name="therapists")(TherapistAgent(settings, topics, table, clock))
+    app.agent(topics.matching, name="ingest-matching")(matching_ingest(topics, clock, settings, metrics))
+    app.agent(topics.therapists, name="ingest-therapists")(therapist_ingest(topics, clock, settings, metrics))
+    app.agent(topics.inbox, name="therapists")(TherapistAgent(settings, topics, table, clock, metrics=metrics))
     app.agent(topics.commands, name="commands")(
-        CommandAgent(topics, services.database, channels, services.wakeups, clock, services.call_policy, settings)
+        CommandAgent(
+            topics,
+            services.database,
+            channels,
+            services.wakeups,
+            clock,
+            services.call_policy,
+            settings,
+            metrics=metrics,
+        )
     )
     app.agent(topics.send_commands, name="sender")(
         SenderAgent(
@@ -198,6 +224,7 @@ def build_app(services: Services) -> ServiceApp:
             clock,
             services.call_policy,
             services.identity,
+            metrics=metrics,
         )
     )
 
@@ -222,6 +249,7 @@ def build_app(services: Services) -> ServiceApp:
                 services.wakeups,
                 services.worker_id,
                 child_delivery,
+                metrics=metrics,
                 loop=app.loop,
                 beacon=app.beacon,
             )
@@ -234,6 +262,7 @@ def build_app(services: Services) -> ServiceApp:
                 services.wakeups,
                 services.worker_id,
                 clock,
+                metrics=metrics,
                 loop=app.loop,
                 beacon=app.beacon,
             )
@@ -245,6 +274,7 @@ def build_app(services: Services) -> ServiceApp:
             services.wakeups.relay,
             services.worker_id,
             clock,
+            metrics=metrics,
             loop=app.loop,
             beacon=app.beacon,
         )
@@ -260,6 +290,7 @@ def build_app(services: Services) -> ServiceApp:
         )
         await app.add_runtime_dependency(delivery)
         await app.add_runtime_dependency(relay)
+        probes.relay = relay
         await app.add_runtime_dependency(scheduled)
         log.info("commsvc worker ready (id %s, app %s)", services.worker_id, settings.app_id)
 

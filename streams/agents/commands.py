@@ -27,12 +27,16 @@ from streams.messages.codec import encode
 from streams.messages.commands import COMMANDS, CreateEmail, LiftEmailSuppression
 from streams.messages.parsing import InputEvent, Rejection, parse_input
 from streams.ops.logs import ThrottledWarning, bind_log_context, log_failure
+from streams.ops.metrics import NO_METRICS, Metrics, Outcome
 from streams.persistence import call_booking, call_commands, email_commands, processed_commands
 from streams.persistence.db import Database, run_retrying
 from streams.persistence.outbox import Channels
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# processed_commands.execute's outcome -> commsvc_input_events_total{outcome}
+OUTCOMES = {"done": Outcome.ACCEPTED, "rejected": Outcome.REJECTED, "replayed": Outcome.DUPLICATE}
 
 
 class CommandAgent:
@@ -45,6 +49,8 @@ class CommandAgent:
         clock: Callable[[], datetime],
         policy: call_booking.CallPolicy,
         settings: Settings,
+        *,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         # The call commands need the booking rules (slot, notice, horizon, capacity, attempts).
         self.handlers: dict[str, processed_commands.Handler] = {
@@ -57,6 +63,8 @@ class CommandAgent:
         self.wakeups = wakeups
         self.clock = clock
         self.max_bytes = settings.max_command_bytes
+        # Commands handed to the therapist agent are counted there, once applied.
+        self.metrics = metrics
         self.database_warning = ThrottledWarning(log)
 
     async def __call__(self, stream: faust.StreamT) -> None:
@@ -71,6 +79,7 @@ class CommandAgent:
                     # Well-formed but too large (e.g. an image pasted into body_html):
                     # the sender is answered, as for any command that cannot be carried out.
                     await self.refuse(parsed, message.key)
+                    self.metrics.input_event(message.topic, Outcome.REJECTED)
                     continue
                 if isinstance(parsed, Rejection):
                     log.warning(
@@ -83,16 +92,21 @@ class CommandAgent:
                     await self._dead_letter(
                         message, parsed.reason, event_id=parsed.event_id, event_type=parsed.event_type
                     )
+                    self.metrics.input_event(message.topic, Outcome.REJECTED)
                     continue
-                await self.carry_out(parsed, message.key)
+                outcome = await self.carry_out(parsed, message.key)
+                if outcome is not None:
+                    self.metrics.input_event(message.topic, OUTCOMES.get(outcome, Outcome.ACCEPTED))
             except asyncio.CancelledError:
                 raise
             except PublishRefused as refused:
                 log.warning("command agent: %s", refused)
                 await self._dead_letter(message, f"internal error: {refused}")
+                self.metrics.input_event(message.topic, Outcome.ERROR)
             except Exception as exc:
                 log_failure(log, "command agent: cannot carry out a command", exc)
                 await self._dead_letter(message, f"internal error: {type(exc).__name__}")
+                self.metrics.input_event(message.topic, Outcome.ERROR)
 
     async def _dead_letter(
         self, message: Any, reason: str, *, event_id: str | None = None, event_type: str | None = None
@@ -105,6 +119,7 @@ class CommandAgent:
             self.database_warning,
             event_id=event_id,
             event_type=event_type,
+            metrics=self.metrics,
         )
 
     async def refuse(self, rejection: Rejection, key: bytes | None) -> None:
@@ -127,7 +142,9 @@ class CommandAgent:
         )
         self.wakeups.work_added()
 
-    async def carry_out(self, command: InputEvent, key: bytes | None) -> None:
+    async def carry_out(self, command: InputEvent, key: bytes | None) -> str | None:
+        """Carry out ``command``, or hand it to the therapist agent (then None);
+        ``processed_commands.execute``'s outcome."""
         forwarded = _for_therapist(command)
         if forwarded is not None:
             inbox_key, value = str(forwarded.therapist_id).encode(), encode(forwarded)
@@ -135,7 +152,7 @@ class CommandAgent:
                 lambda: self.topics.inbox.send(key=inbox_key, value=value),
                 self.database_warning,
             )
-            return
+            return None
         stored = processed_commands.Command(command.event_id, command.event_type, command.payload, _therapist_of(key))
         # A database outage is waited out; an error retrying cannot cure goes to the DLQ.
         outcome = await run_retrying(
@@ -149,6 +166,7 @@ class CommandAgent:
         )
         log.info("command %s (%s): %s", command.event_id, command.event_type, outcome)
         self.wakeups.work_added()
+        return outcome
 
 
 def _for_therapist(command: InputEvent) -> inbox.CreateEmail | inbox.LiftEmailSuppression | None:

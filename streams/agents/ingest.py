@@ -30,6 +30,7 @@ from streams.messages.inputs import (
 )
 from streams.messages.parsing import InputEvent, Rejection, parse_input
 from streams.ops.logs import ThrottledWarning, bind_log_context, log_failure
+from streams.ops.metrics import NO_METRICS, Metrics, Outcome
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -110,8 +111,11 @@ class IngestAgent:
         translate: Callable[[InputEvent], tuple[inbox.Repartitioned, str | None]],
         clock: Callable[[], datetime],
         limits: InputLimits,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self.topics = topics
+        # Counts what is refused here; the therapist agent counts what it applies.
+        self.metrics = metrics
         self.known = known
         self.translate = translate
         self.clock = clock
@@ -141,6 +145,7 @@ class IngestAgent:
                 bind_log_context(event_id=parsed.event_id)
                 if isinstance(parsed, Rejection):
                     await self.reject(message, parsed)
+                    self.metrics.input_event(message.topic, Outcome.REJECTED)
                     continue
                 forwarded, refused = self.translate(parsed)
                 bind_log_context(event_id=parsed.event_id, therapist_id=forwarded.therapist_id)
@@ -158,9 +163,11 @@ class IngestAgent:
                 await until_published(send, self.broker_warning)
             except PublishRefused as refused:
                 await self.reject(message, Rejection(reason=f"internal error: {refused}"))
+                self.metrics.input_event(message.topic, Outcome.ERROR)
             except Exception as exc:
                 log_failure(log, "ingest: unexpected failure", exc)
                 await self.reject(message, Rejection(reason=f"internal error: {type(exc).__name__}"))
+                self.metrics.input_event(message.topic, Outcome.ERROR)
 
     async def reject(self, message: Any, rejection: Rejection) -> None:
         # The reason names the field, never its value; the value travels in the record.
@@ -173,6 +180,7 @@ class IngestAgent:
             self.broker_warning,
             event_id=rejection.event_id,
             event_type=rejection.event_type,
+            metrics=self.metrics,
         )
 
 
@@ -181,10 +189,15 @@ def _rounded(delta: timedelta) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def matching_ingest(topics: Topics, clock: Callable[[], datetime], settings: Settings) -> IngestAgent:
-    return IngestAgent(topics, MATCHING_EVENTS, match_message, clock, InputLimits.of(settings))
+def matching_ingest(
+    topics: Topics, clock: Callable[[], datetime], settings: Settings, metrics: Metrics = NO_METRICS
+) -> IngestAgent:
+    return IngestAgent(topics, MATCHING_EVENTS, match_message, clock, InputLimits.of(settings), metrics)
 
 
-def therapist_ingest(topics: Topics, clock: Callable[[], datetime], settings: Settings) -> IngestAgent:
+def therapist_ingest(
+    topics: Topics, clock: Callable[[], datetime], settings: Settings, metrics: Metrics = NO_METRICS
+) -> IngestAgent:
     # Directory events are ordered per therapist: a clock far ahead must not outrank the next.
-    return IngestAgent(topics, THERAPIST_EVENTS, therapist_message, clock, InputLimits.of(settings, check_time=True))
+    limits = InputLimits.of(settings, check_time=True)
+    return IngestAgent(topics, THERAPIST_EVENTS, therapist_message, clock, limits, metrics)

@@ -39,6 +39,7 @@ from streams.messages.send_commands import (
 )
 from streams.messages.send_commands import decode as decode_send_command
 from streams.ops.logs import ThrottledWarning, bind_log_context, log_failure
+from streams.ops.metrics import NO_METRICS, Metrics
 from streams.persistence import call_booking, directory, email_creation, outbox, settled_requests, waiting_requests
 from streams.persistence.db import Database, run_retrying
 from streams.settings import Settings
@@ -62,6 +63,8 @@ class SenderAgent:
         clock: Callable[[], datetime],
         policy: call_booking.CallPolicy,
         identity: context.Identity,
+        *,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self.settings = settings
         self.policy = policy
@@ -72,6 +75,7 @@ class SenderAgent:
         self.wakeups = wakeups
         self.clock = clock
         self.identity = identity
+        self.metrics = metrics
         self.database_warning = ThrottledWarning(log)
 
     async def __call__(self, stream: faust.StreamT) -> None:
@@ -103,6 +107,7 @@ class SenderAgent:
                 f"internal error: {type(exc).__name__}",
                 self.clock(),
                 self.database_warning,
+                metrics=self.metrics,
             )
             await self._abandon(event)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from functools import partial
@@ -44,6 +45,7 @@ from streams.messages import inbox, send_commands
 from streams.messages.codec import dumps, encode, state_to_wire
 from streams.messages.envelope import envelope
 from streams.ops.logs import ThrottledWarning, bind_log_context, log_failure
+from streams.ops.metrics import NO_METRICS, Metrics, Outcome
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -75,15 +77,29 @@ class TherapistAgent:
         topics: Topics,
         table: faust.Table,
         clock: Callable[[], datetime],
+        *,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self.settings = settings
         self.topics = topics
         self.table = table
         self.clock = clock
+        self.metrics = metrics
+        # Inputs are counted here, once applied (the ingest and command agents count
+        # what they refuse), under the topic they came in on.
+        self.sources: dict[type, str] = {
+            inbox.MatchCreated: settings.topic_matching,
+            inbox.MatchStatusChanged: settings.topic_matching,
+            inbox.TherapistUpserted: settings.topic_therapists,
+            inbox.TherapistDeleted: settings.topic_therapists,
+            inbox.CreateEmail: settings.topic_commands,
+            inbox.LiftEmailSuppression: settings.topic_commands,
+        }
         self.broker_warning = ThrottledWarning(log)
 
     async def __call__(self, stream: faust.StreamT) -> None:
         async for event in stream.events():
+            message: inbox.InboxMessage | None = None
             try:
                 message = inbox.decode(event.value)
                 bind_log_context(
@@ -100,7 +116,12 @@ class TherapistAgent:
                 else:
                     log_failure(log, "therapist agent: cannot process an inbox message", exc)
                     reason = f"internal error: {type(exc).__name__}"
-                await dead_letter_waiting(self.topics.dlq, event.message, reason, self.clock(), self.broker_warning)
+                await dead_letter_waiting(
+                    self.topics.dlq, event.message, reason, self.clock(), self.broker_warning, metrics=self.metrics
+                )
+                if message is not None:
+                    refused = isinstance(exc, StateTooLarge | PublishRefused)
+                    self._count_input(message, Outcome.REJECTED if refused else Outcome.ERROR)
 
     async def handle(self, message: inbox.InboxMessage, partition: int) -> None:
         if isinstance(message, inbox.Tick):
@@ -108,14 +129,25 @@ class TherapistAgent:
             return
         therapist_id = message.therapist_id
         stored = self.table.get(therapist_id)
+        event_id = getattr(message, "event_id", None)
+        duplicate = stored is not None and event_id in stored.seen_events
         state = stored.copy() if stored is not None else TherapistState(therapist_id)
         decisions = self.apply(state, message, self.clock())
         if state.memory_size() > PRUNE_ABOVE:
             now = self.clock()
             state.forget_before(now - self.settings.dedup_retention, now, self.settings.contact_interval)
         _check_size(state)  # before anything is published: a refused event changes nothing
-        await self._publish(therapist_id, decisions, getattr(message, "event_id", None))
+        await self._publish(therapist_id, decisions, event_id)
         self.table[therapist_id] = state
+        refused = any(isinstance(decision, RejectCommand) for decision in decisions)
+        self._count_input(
+            message, Outcome.DUPLICATE if duplicate else Outcome.REJECTED if refused else Outcome.ACCEPTED
+        )
+
+    def _count_input(self, message: inbox.InboxMessage, outcome: Outcome) -> None:
+        source = self.sources.get(type(message))
+        if source is not None:
+            self.metrics.input_event(source, outcome)
 
     def apply(self, state: TherapistState, message: inbox.InboxMessage, now: datetime) -> list[Decision]:
         """What the therapist's rules decide on ``message`` (``state`` changes in place)."""
@@ -152,6 +184,7 @@ class TherapistAgent:
     async def batch_run(self, partition: int, now: datetime) -> None:
         """On a tick: if a scheduled run is due on this partition, email every
         eligible therapist of this partition, most-waiting first."""
+        started = time.perf_counter()
         key = bookmark_key(partition)
         bookmark = self.table.get(key)
         plan = self.settings.batch_schedule
@@ -191,6 +224,7 @@ class TherapistAgent:
         for updated, _ in [*planned, *calls]:
             self.table[updated.therapist_id] = updated
         self.table[key] = {"last_run": run_at.isoformat()}
+        self.metrics.batch_run_took(time.perf_counter() - started)
         if planned:
             log.info(
                 "batch run %s on partition %d: %d contact email(s) decided",

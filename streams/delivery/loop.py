@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -30,10 +31,11 @@ from mode import Service
 
 from domain.retry import RetryPolicy
 from streams.delivery.mailer import Mailer, SmtpUnavailable, classify
-from streams.delivery.mime import build_message
+from streams.delivery.mime import RawMessage, build_message
 from streams.delivery.store import DeliveryStore, StoreUnavailable
 from streams.delivery.wakeups import Wakeups
 from streams.ops.logs import ThrottledWarning, bind_log_context
+from streams.ops.metrics import NO_METRICS, Metrics, SendFailure
 from streams.persistence.delivery_queue import ClaimedEmail
 from streams.settings import Settings
 
@@ -88,9 +90,11 @@ class DeliveryService(Service):  # type: ignore[misc]
         clock: Callable[[], datetime],
         *,
         claim_ahead: bool = False,
+        metrics: Metrics = NO_METRICS,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)
+        self.metrics = metrics
         # Claim the next emails while the second half of a claim is sent. Measured:
         # it helps the delivery process (idle between SMTP replies) and costs an
         # in-process loop about 10% (it competes for the GIL); see BENCHMARKS.md.
@@ -201,9 +205,10 @@ class DeliveryService(Service):  # type: ignore[misc]
                 bind_log_context(email_id=email.id, therapist_id=email.therapist_id)
                 sent_at = self.clock()
                 try:
-                    await mailer.send(build_message(email.outgoing, sent_at))
+                    await self._send(mailer, build_message(email.outgoing, sent_at))
                 except SmtpUnavailable as exc:
                     queue.appendleft(email)  # not tried: another connection may take it
+                    self.metrics.send_failed(email.kind, SendFailure.OUTAGE)
                     unavailable.append(exc)
                     return
                 except Exception as exc:
@@ -211,6 +216,7 @@ class DeliveryService(Service):  # type: ignore[misc]
                 else:
                     self._available()
                     self.sent += 1
+                    self.metrics.email_sent(email.kind)
                     log.info("email %s (%s) sent to therapist %s", email.id, email.kind, email.therapist_id)
                     group.append((email.id, sent_at))
                     if len(group) >= RECORD_GROUP:
@@ -244,8 +250,22 @@ class DeliveryService(Service):  # type: ignore[misc]
         except StoreUnavailable:  # nothing was claimed
             return []
 
+    async def _send(self, mailer: Mailer, message: RawMessage) -> None:
+        """Send, timing the SMTP transaction (a session that could not be opened is
+        no transaction: it is an outage)."""
+        started = time.perf_counter()
+        try:
+            await mailer.send(message)
+        except SmtpUnavailable:
+            raise
+        except Exception:
+            self.metrics.smtp_send_took(time.perf_counter() - started)
+            raise
+        self.metrics.smtp_send_took(time.perf_counter() - started)
+
     async def _failed(self, email: ClaimedEmail, exc: Exception) -> None:
         error = classify(exc)
+        self.metrics.send_failed(email.kind, SendFailure.TEMPORARY if error.temporary else SendFailure.PERMANENT)
         retry = await self.store.record_failure(email.id, error, self.clock(), self.policy)
         log.warning(
             "email %s to therapist %s: attempt failed (%s); %s",

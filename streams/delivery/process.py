@@ -7,12 +7,15 @@ own. It needs nothing from the parent but wake-ups: the queue, the claims and th
 outbox are in the database, so what it does is exactly what the in-process
 ``DeliveryService`` does (it *is* that service, in another process).
 
-Two pipes join the processes:
+Three pipes join the processes:
 - parent -> child: a byte whenever work was added (the in-process ``Wakeups``),
   and end-of-file when the parent is gone, even killed: the child then finishes
   the email in hand, records what it sent, releases its other claims and exits;
 - child -> parent: a byte when sends were recorded, so the parent's outbox relay
-  publishes them at once.
+  publishes them at once;
+- child -> parent: what the child's delivery loop counts (``ForwardedMetrics``),
+  one message per count, read by a thread of the parent into the worker's metrics,
+  so that ``/metrics`` shows the child's sends.
 
 The child ignores SIGINT and SIGTERM (a Ctrl-C reaches the whole process group):
 it stops when its parent tells it to, or dies.
@@ -26,6 +29,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -36,14 +40,15 @@ from mode import Service
 from streams.delivery.loop import DeliveryService, stop_grace
 from streams.delivery.wakeups import Wakeups
 from streams.ops.logs import configure_logging
+from streams.ops.metrics import NO_METRICS, ForwardedMetrics, Metrics, apply_forwarded
 from streams.persistence.outbox import Channels
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
 # Builds the child's delivery loop from its settings (it opens its own database and
-# SMTP connections), and what to close when it ends.
-ChildDelivery = Callable[[Settings, Channels, str, Wakeups], tuple[DeliveryService, Callable[[], None]]]
+# SMTP connections) and the metrics it counts into, and what to close when it ends.
+ChildDelivery = Callable[[Settings, Channels, str, Wakeups, Metrics], tuple[DeliveryService, Callable[[], None]]]
 
 # How long a stopping parent waits for the child beyond the child's own grace for
 # the emails in hand (see streams.delivery.loop.stop_grace).
@@ -61,9 +66,12 @@ class DeliveryProcess(Service):  # type: ignore[misc]
         wakeups: Wakeups,
         worker_id: str,
         build_child: ChildDelivery,
+        *,
+        metrics: Metrics = NO_METRICS,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)
+        self.metrics = metrics  # the child's counts are counted here
         # Builds the child's delivery loop, in the child: a module-level function
         # (the spawned child receives it by name), from the one wiring place.
         self.build_child = build_child
@@ -85,6 +93,7 @@ class DeliveryProcess(Service):  # type: ignore[misc]
         context = multiprocessing.get_context("spawn")
         child_reads, to_child = context.Pipe(duplex=False)
         from_child, child_writes = context.Pipe(duplex=False)
+        counts, child_counts = context.Pipe(duplex=False)
         self.process = context.Process(
             target=run_child,
             args=(
@@ -94,6 +103,7 @@ class DeliveryProcess(Service):  # type: ignore[misc]
                 self.build_child,
                 child_reads,
                 child_writes,
+                child_counts,
                 _log_level(),
             ),
             name="commsvc-delivery",
@@ -102,6 +112,10 @@ class DeliveryProcess(Service):  # type: ignore[misc]
         self.process.start()
         child_reads.close()
         child_writes.close()
+        child_counts.close()
+        threading.Thread(
+            target=_count_forwarded, args=(counts, self.metrics), name="commsvc-delivery-metrics", daemon=True
+        ).start()
         self._pipes = (to_child, from_child)
         os.set_blocking(to_child.fileno(), False)
         self._ended.clear()
@@ -177,6 +191,21 @@ def _watch(
     loop.add_reader(fd, readable)
 
 
+def _count_forwarded(counts: Connection, metrics: Metrics) -> None:
+    """Count what the child forwards until it is gone (end-of-file). A thread: a
+    message is read whole, however the child's writes arrive, without blocking the
+    event loop; the metrics are thread-safe."""
+    try:
+        while True:
+            apply_forwarded(metrics, counts.recv())
+    except (EOFError, OSError):
+        pass  # the child ended
+    except Exception as exc:  # a message cut short by the child's death
+        log.debug("metrics from the delivery process: %s", type(exc).__name__)
+    finally:
+        counts.close()
+
+
 def _log_level() -> int:
     return logging.getLogger().getEffectiveLevel()
 
@@ -188,20 +217,28 @@ def run_child(
     build: ChildDelivery,
     wakes: Connection,
     back: Connection,
+    counts: Connection,
     level: int,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging(logging.getLevelName(level), settings.log_format)
     try:
-        asyncio.run(_serve(settings, channels, worker_id, build, wakes.fileno(), back.fileno()))
+        asyncio.run(_serve(settings, channels, worker_id, build, wakes.fileno(), back.fileno(), counts))
     finally:
         wakes.close()
         back.close()
+        counts.close()
 
 
 async def _serve(
-    settings: Settings, channels: Channels, worker_id: str, build: ChildDelivery, wake_fd: int, back_fd: int
+    settings: Settings,
+    channels: Channels,
+    worker_id: str,
+    build: ChildDelivery,
+    wake_fd: int,
+    back_fd: int,
+    counts: Connection,
 ) -> None:
     loop = asyncio.get_running_loop()
     wakeups = Wakeups()
@@ -217,7 +254,7 @@ async def _serve(
                 os.write(back_fd, b"r")
 
     _watch(loop, wake_fd, on_data=wakeups.delivery.set, on_end=parent_gone.set)
-    delivery, close = build(settings, channels, worker_id, wakeups)
+    delivery, close = build(settings, channels, worker_id, wakeups, ForwardedMetrics(counts.send))
     relay = asyncio.ensure_future(tell_relay())
     try:
         await delivery.start()

@@ -27,6 +27,7 @@ from mode import Service
 from sqlalchemy.exc import SQLAlchemyError
 
 from streams.ops.logs import ThrottledWarning
+from streams.ops.metrics import NO_METRICS, Metrics
 from streams.persistence import outbox
 from streams.persistence.db import Database
 from streams.settings import Settings
@@ -50,10 +51,13 @@ class OutboxRelay(Service):  # type: ignore[misc]
         wakeup: asyncio.Event,
         worker_id: str,
         clock: Callable[[], datetime],
+        *,
+        metrics: Metrics = NO_METRICS,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)
         self.settings = settings
+        self.metrics = metrics  # counts what the published events report
         self.database = database
         self.producer = producer
         self.alerts = alerts  # the events topic, for the alert about a parked message
@@ -63,11 +67,18 @@ class OutboxRelay(Service):  # type: ignore[misc]
         self.published = 0
         self.purged_at = 0.0
         self.held_at: float | None = None  # monotonic time the lease was last taken
+        self.relay_task: asyncio.Task[Any] | None = None
         self.database_warning = ThrottledWarning(log)
         self.broker_warning = ThrottledWarning(log)
 
+    @property
+    def running(self) -> bool:
+        """Started, neither stopped nor crashed, and its loop still going (for /readyz)."""
+        return self.state == "running" and self.relay_task is not None and not self.relay_task.done()
+
     @Service.task
     async def _relay(self) -> None:
+        self.relay_task = asyncio.current_task()
         pause = self.settings.poll_interval.total_seconds()
         lease = max(timedelta(seconds=30), self.settings.poll_interval * 10)
         while not self.should_stop:
@@ -128,6 +139,10 @@ class OutboxRelay(Service):  # type: ignore[misc]
         if done:
             await self.database.run(outbox.mark_published, done, self.clock())
             self.published += len(done)
+            published = set(done)
+            for message in batch:
+                if message.id in published and message.topic == self.alerts:
+                    self.metrics.reported(message.value)
         for message_id, reason in parked:
             log.error("outbox message %d can never be published and was set aside: %s", message_id, reason)
             await self.database.run(outbox.park, message_id, reason, self.clock(), self.alerts)

@@ -22,7 +22,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams.demo.broker import LocalBroker
+from streams.demo.broker import LocalBroker, free_port
 from streams.demo.observed import Observed, say
 from streams.demo.scenario import (
     APP_ID,
@@ -68,7 +68,8 @@ class Demo:
 
     def _prepare_output(self) -> None:
         self.output.mkdir(parents=True, exist_ok=True)
-        for stale in ("emails",):
+        # The broker starts empty: table state left by an earlier run would not match it.
+        for stale in ("emails", "data"):
             shutil.rmtree(self.output / stale, ignore_errors=True)
         for stale in ("demo.db", "demo.db-wal", "demo.db-shm", "worker.log", "broker.log"):
             (self.output / stale).unlink(missing_ok=True)
@@ -79,6 +80,10 @@ class Demo:
             "COMM_KAFKA_BROKER": broker.url,
             "COMM_APP_ID": APP_ID,
             "COMM_DATABASE_URL": f"sqlite:///{self.output / 'demo.db'}",
+            "COMM_DATA_DIR": str(self.output / "data"),
+            # Probes and metrics on a free local port (the default 6066 may be taken).
+            "COMM_WEB_HOST": "127.0.0.1",
+            "COMM_WEB_PORT": str(free_port()),
             "COMM_SMTP_HOST": "127.0.0.1",
             "COMM_SMTP_PORT": str(smtp.port),
             "COMM_BATCH_SCHEDULE": f"{BATCH_EVERY}s",

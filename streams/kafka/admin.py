@@ -8,8 +8,10 @@ import logging
 from collections.abc import Callable, Iterable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from streams.kafka import security
 from streams.kafka.topics import internal_topic_names
 from streams.settings import Settings
 
@@ -56,11 +58,16 @@ async def ensure_topics(
     settings: Settings, *, attempts: int | None = None, sleep: Callable[[float], object] = asyncio.sleep
 ) -> list[str]:
     """Create the topics that do not exist yet (when COMM_CREATE_TOPICS), check that
-    the internal ones have COMM_PARTITIONS partitions; wait (with backoff) for the broker."""
+    the internal ones have COMM_PARTITIONS partitions; wait (with backoff) for the broker.
+
+    A broker that refuses the connection as configured (its certificate, TLS, the
+    SASL credentials) raises ``BrokerSecurityError`` at once, naming the variable.
+    """
     delay, attempt = 0.5, 0
     while True:
         attempt += 1
         try:
+            await check_connection(settings)
             plan = topic_plan(settings)
             created = await _create_missing(settings, plan) if settings.create_topics else []
             await _verify_internal_partitions(settings, plan[-3:])
@@ -68,13 +75,48 @@ async def ensure_topics(
         except (KafkaError, OSError) as exc:
             if attempts is not None and attempt >= attempts:
                 raise
-            log.warning("broker not reachable (%s); retrying in %.1fs", type(exc).__name__, delay)
+            log.warning("broker not reachable (%s); retrying in %.1fs", str(exc) or type(exc).__name__, delay)
             await sleep(delay)  # type: ignore[misc]
             delay = min(delay * 2, 10.0)
 
 
+def _admin_client(settings: Settings) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers(settings.kafka_broker),
+        request_timeout_ms=10_000,
+        **security.client_options(settings),
+    )
+
+
+async def check_connection(settings: Settings) -> None:
+    """Connect to the bootstrap brokers as every client will (TLS, SASL), so that a
+    refusal is explained (``security.explain``) instead of retried for ever: aiokafka
+    itself reports only that it could not bootstrap. One broker answering is enough;
+    if none does, what the last one raised (retried by the caller)."""
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        return  # nothing to explain: an unreachable broker is retried as before
+    options = security.client_options(settings)
+    unreachable: BaseException | None = None
+    for address in bootstrap_servers(settings.kafka_broker).split(","):
+        host, _, port = address.rpartition(":") if ":" in address else (address, "", "9092")
+        try:
+            connection = await create_conn(host.strip("[]"), int(port), request_timeout_ms=10_000, **options)
+        except Exception as exc:  # not only KafkaError and OSError: see security.explain
+            refused = security.explain(exc, settings, address)
+            if refused is not None:
+                raise refused from None
+            if not isinstance(exc, KafkaError | OSError):
+                raise
+            unreachable = exc
+            continue
+        connection.close()
+        return
+    if unreachable is not None:
+        raise unreachable
+
+
 async def _verify_internal_partitions(settings: Settings, internal: list[tuple[str, int, dict[str, str]]]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings.kafka_broker), request_timeout_ms=10_000)
+    admin = _admin_client(settings)
     await admin.start()
     try:
         described = await admin.describe_topics([name for name, _, _ in internal])
@@ -91,7 +133,7 @@ async def _verify_internal_partitions(settings: Settings, internal: list[tuple[s
 
 
 async def _create_missing(settings: Settings, plan: Iterable[tuple[str, int, dict[str, str]]]) -> list[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings.kafka_broker), request_timeout_ms=10_000)
+    admin = _admin_client(settings)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from streams.kafka.publishing import PublishRefused, until_published
+from streams.ops.metrics import NO_METRICS, Metrics
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ async def dead_letter_waiting(
     *,
     event_id: str | None = None,
     event_type: str | None = None,
+    metrics: Metrics = NO_METRICS,
 ) -> None:
     """Dead-letter a consumed Kafka ``message``, waiting out broker trouble. A record
     the broker can never take (it is kept small, so this should not happen) is logged
@@ -90,6 +92,7 @@ async def dead_letter_waiting(
             lambda: _publish(dlq, message, reason, received_at, event_id=event_id, event_type=event_type),
             warn,
         )
+        metrics.dead_lettered(message.topic)
     except PublishRefused:
         log.error(
             "the broker refused the dead letter of %s[%d]@%d; skipped", message.topic, message.partition, message.offset

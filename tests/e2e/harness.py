@@ -159,6 +159,8 @@ class Collector:
     topics: list[str]
     records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     raw: dict[str, list[Any]] = field(default_factory=dict)
+    # How to connect (security_protocol, ssl_context, sasl_*), as aiokafka takes it.
+    client_options: dict[str, Any] = field(default_factory=dict)
 
     async def start(self) -> Collector:
         self.consumer = AIOKafkaConsumer(
@@ -169,6 +171,7 @@ class Collector:
             group_id=None,
             fetch_max_wait_ms=50,
             enable_auto_commit=False,
+            **self.client_options,
         )
         await self.consumer.start()
         self.changed = asyncio.Condition()
@@ -212,8 +215,8 @@ class Collector:
 
 
 class Publisher:
-    def __init__(self, bootstrap: str) -> None:
-        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    def __init__(self, bootstrap: str, client_options: dict[str, Any] | None = None) -> None:
+        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, **(client_options or {}))
 
     async def start(self) -> Publisher:
         await self.producer.start()
@@ -282,6 +285,8 @@ class Service:
     # its own. A worker started after another stopped takes over its slot (and its
     # local table state), as a restarted worker would.
     slots: list[WorkerProcess | None] = field(default_factory=list)
+    # How the test's own clients connect to the broker (see Collector.client_options).
+    client_options: dict[str, Any] = field(default_factory=dict)
 
     def worker(self, **overrides: str) -> WorkerProcess:
         slot = next((i for i, w in enumerate(self.slots) if w is None or not w.running), len(self.slots))
@@ -318,7 +323,11 @@ class Service:
         ``match_created``) to its therapist inbox. What is published for a therapist
         after that is behind them in the therapist's inbox partition, so the
         therapist agent sees them first, however the input topics were consumed."""
-        inbox = Collector(self.broker.bootstrap, [f"{self.environ['COMM_APP_ID']}-therapist-inbox"])
+        inbox = Collector(
+            self.broker.bootstrap,
+            [f"{self.environ['COMM_APP_ID']}-therapist-inbox"],
+            client_options=self.client_options,
+        )
         await inbox.start()
         try:
             await inbox.wait_for(
@@ -409,10 +418,14 @@ async def open_service(
     node: Any = None,
     database_url: str | None = None,
     smtp: SmtpCapture | None = None,
+    client_options: dict[str, Any] | None = None,
     **settings: str,
 ) -> AsyncIterator[Service]:
     """Everything a test talks to, with topics and an app id of its own; workers are
-    started by the test (``service.up()``) and killed on the way out."""
+    started by the test (``service.up()``) and killed on the way out. The test's own
+    clients connect with ``client_options`` (aiokafka's: TLS, SASL), the workers with
+    the COMM_KAFKA_* settings."""
+    client_options = client_options or {}
     prefix = f"t{uuid.uuid4().hex[:8]}"
     topics = Topics.unique(prefix)
     smtp = smtp or SmtpCapture()
@@ -428,10 +441,21 @@ async def open_service(
             "COMM_SMTP_PORT": str(smtp.port),
             **settings,
         }
-        publisher = await Publisher(broker.bootstrap).start()
-        collector = Collector(broker.bootstrap, [topics.events, topics.dlq])
+        publisher = await Publisher(broker.bootstrap, client_options).start()
+        collector = Collector(broker.bootstrap, [topics.events, topics.dlq], client_options=client_options)
         log_path = tmp_path / f"worker-{prefix}.log"
-        svc = Service(broker, topics, url, smtp, Mailbox(smtp), publisher, collector, environ, log_path)
+        svc = Service(
+            broker,
+            topics,
+            url,
+            smtp,
+            Mailbox(smtp),
+            publisher,
+            collector,
+            environ,
+            log_path,
+            client_options=client_options,
+        )
         try:
             yield svc
         finally:
