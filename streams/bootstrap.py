@@ -22,6 +22,7 @@ from streams.agents.ingest import matching_ingest, therapist_ingest
 from streams.agents.sender import SenderAgent
 from streams.agents.therapist import TherapistAgent
 from streams.agents.ticks import send_ticks
+from streams.api.pages import serve_api
 from streams.clock import utcnow
 from streams.delivery.loop import DeliveryService
 from streams.delivery.mailer import Mailer, smtp_mailers
@@ -196,6 +197,7 @@ def build_app(services: Services) -> ServiceApp:
     serve_metrics(app, metrics, services.database, clock, page=settings.web_enabled)
     topics = declare_topics(app, settings)
     table = declare_therapist_table(app, settings)
+    serve_api(app, settings, services.database, table, clock)  # /api/…, when a token is configured
     channels = Channels(events=topics.events.get_topic_name(), inbox=topics.inbox.get_topic_name())
 
     app.agent(topics.matching, name="ingest-matching")(matching_ingest(topics, clock, settings, metrics))

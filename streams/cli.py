@@ -1,4 +1,4 @@
-"""``commsvc``: worker, migrate, demo (CONTRACT §7)."""
+"""``commsvc``: worker, migrate, demo, preview, dlq, status (CONTRACT §7)."""
 
 from __future__ import annotations
 
@@ -92,6 +92,154 @@ def run_worker(settings: Settings) -> None:
         services.database.dispose()
 
 
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def _progress(line: str) -> None:
+    """Progress only for a person watching (a script reads the output and the errors)."""
+    if sys.stderr.isatty():
+        print(f"commsvc: {line}…", file=sys.stderr)
+
+
+def _write_bytes(value: bytes) -> None:
+    sys.stdout.buffer.write(value)
+    sys.stdout.buffer.flush()
+
+
+def run_dlq(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from streams.ops import dlq, dlq_replay
+    from streams.ops.topic_reader import Broker, BrokerUnavailable, quiet_kafka_logs
+
+    quiet_kafka_logs()
+    broker = Broker(settings, args.timeout)
+    try:
+        if args.dlq_command == "list":
+            return asyncio.run(
+                dlq.run_list(
+                    broker,
+                    since=args.since,
+                    reason=args.reason,
+                    limit=args.limit,
+                    as_json=args.json,
+                    now=datetime.now(UTC),
+                    out=print,
+                    err=_stderr,
+                )
+            )
+        if args.dlq_command == "show":
+            return asyncio.run(
+                dlq.run_show(
+                    broker, args.id, as_json=args.json, value_only=args.value, out=print, out_bytes=_write_bytes
+                )
+            )
+        corrected = None
+        if args.value_file is not None:
+            try:
+                corrected = Path(args.value_file).read_bytes()
+            except OSError as exc:
+                raise dlq.DlqError(f"--value-file: cannot read {args.value_file}: {exc.strerror}") from None
+        return asyncio.run(
+            dlq_replay.run_replay(
+                broker,
+                args.id,
+                corrected=corrected,
+                value_file=args.value_file,
+                yes=args.yes,
+                confirm=dlq_replay.ask_on_terminal,
+                clock=lambda: datetime.now(UTC),
+                out=print,
+                err=_stderr,
+            )
+        )
+    except (dlq.DlqError, BrokerUnavailable, SettingsError) as exc:
+        print(f"commsvc dlq {args.dlq_command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def run_status(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from streams.bootstrap import open_database
+    from streams.ops.status import run_status as status
+    from streams.ops.topic_reader import quiet_kafka_logs
+
+    quiet_kafka_logs()
+    database = open_database(settings)
+    try:
+        return asyncio.run(
+            status(
+                settings,
+                database,
+                as_json_output=args.json,
+                answer_within=args.timeout,
+                now=datetime.now(UTC),
+                out=print,
+                progress=_progress,
+                err=lambda line: print(f"commsvc status: {line}", file=sys.stderr),
+            )
+        )
+    except SettingsError as exc:
+        print(f"commsvc status: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        database.dispose()
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text}")
+    return value
+
+
+def _add_ops_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    waiting = argparse.ArgumentParser(add_help=False)
+    waiting.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=15.0,
+        metavar="SECONDS",
+        help="how long the broker (and the database) may take to answer one step (default 15)",
+    )
+    dlq = commands.add_parser("dlq", help="list, show and replay dead-letter records (COMM_TOPIC_DLQ)")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="DLQ_COMMAND")
+    listing = dlq_commands.add_parser(
+        "list", parents=[waiting], help="one line per record (without values), oldest first"
+    )
+    listing.add_argument(
+        "--since", metavar="T", help="received at or after T (RFC 3339), or within a duration back from now (24h, 7d)"
+    )
+    listing.add_argument("--reason", metavar="TEXT", help="only records whose reason contains TEXT (any case)")
+    listing.add_argument("--limit", type=_positive, metavar="N", help="only the N most recent matching records")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    show = dlq_commands.add_parser("show", parents=[waiting], help="one record, its value included")
+    show.add_argument("id", metavar="ID", help="the record's PARTITION:OFFSET in the DLQ topic (as list shows)")
+    formats = show.add_mutually_exclusive_group()
+    formats.add_argument("--json", action="store_true", help="the record as JSON, as the worker wrote it")
+    formats.add_argument("--value", action="store_true", help="only the original value, byte for byte (to correct it)")
+    replay = dlq_commands.add_parser(
+        "replay", parents=[waiting], help="publish a record's value (or a corrected one) to its source topic again"
+    )
+    replay.add_argument("id", metavar="ID", help="the record's PARTITION:OFFSET in the DLQ topic")
+    replay.add_argument("--value-file", metavar="F", help="publish the corrected value in file F instead")
+    replay.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    status = commands.add_parser(
+        "status", parents=[waiting], help="emails, failures, outbox, DLQ, consumer lag, calls and suppressions"
+    )
+    status.add_argument("--json", action="store_true", help="as one JSON document")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="commsvc", description="Communication service of the psychotherapy matching platform."
@@ -105,6 +253,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     demo.add_argument("--output", default="demo-output", help="where emails (.eml) and logs go")
     preview = commands.add_parser("preview", help="render every email template with sample data to HTML and text files")
     preview.add_argument("--out", default="email-preview", help="directory to write the files to")
+    _add_ops_commands(commands)
     args = parser.parse_args(argv)
 
     if args.command == "demo":
@@ -142,6 +291,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"schema up to date: {settings.database_url_display}")
     elif args.command == "worker":
         run_worker(settings)
+    elif args.command == "dlq":
+        raise SystemExit(run_dlq(settings, args))
+    elif args.command == "status":
+        raise SystemExit(run_status(settings, args))
 
 
 if __name__ == "__main__":

@@ -8,11 +8,13 @@ may also come from a file named by ``<VARIABLE>_FILE`` and are never shown in
 from __future__ import annotations
 
 import os
+import socket
 import ssl
 from collections.abc import Mapping
 from datetime import timedelta, tzinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -41,9 +43,14 @@ SECRET_VARIABLES = (
     "COMM_DATABASE_URL",
     "COMM_KAFKA_SASL_USERNAME",
     "COMM_KAFKA_SASL_PASSWORD",
+    "COMM_API_TOKEN",
 )
 SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
 TLS_PROTOCOLS = ("SSL", "SASL_SSL")
+# COMM_WEB_HOST values that bind every interface: no address the other workers can use.
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # noqa: S104 - compared with, not bound to
+# An API token is guessed by no one: long, and sent in a header as it is.
+MIN_TOKEN_LENGTH = 16
 
 
 def _duration(value: Any) -> Any:
@@ -146,6 +153,13 @@ class Settings(BaseModel):
     web_enabled: bool = Field(True, alias="COMM_WEB_ENABLED")
     web_host: str = Field("0.0.0.0", alias="COMM_WEB_HOST", min_length=1)  # noqa: S104 - probes come from outside
     web_port: int = Field(6066, alias="COMM_WEB_PORT", ge=1, le=65535)
+    # How the other workers reach this one's web server (they forward API requests
+    # about a therapist to the worker that owns the therapist's partition). Default:
+    # COMM_WEB_HOST, or this host's name when that is a wildcard, and COMM_WEB_PORT.
+    web_advertised_url: str | None = Field(None, alias="COMM_WEB_ADVERTISED_URL")
+    # Bearer tokens of the read-only API (see streams/api/auth.py); with none, /api is off.
+    api_token: SecretStr | None = Field(None, alias="COMM_API_TOKEN")
+    api_tokens_file: Path | None = Field(None, alias="COMM_API_TOKENS_FILE")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="COMM_LOG_LEVEL")
     log_format: Literal["text", "json"] = Field("text", alias="COMM_LOG_FORMAT")
     # A directory whose templates take precedence over the packaged ones.
@@ -181,6 +195,7 @@ class Settings(BaseModel):
 
     _batch_schedule: Schedule = PrivateAttr()
     _daily_call_list: Schedule = PrivateAttr()
+    _api_tokens: tuple[SecretStr, ...] = PrivateAttr(default=())
 
     @field_validator("timezone", mode="before")
     @classmethod
@@ -279,6 +294,64 @@ class Settings(BaseModel):
                 )
         return problems
 
+    @field_validator("web_advertised_url")
+    @classmethod
+    def _advertised_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parsed = urlsplit(value)
+        try:
+            valid = parsed.scheme in ("http", "https") and bool(parsed.hostname) and parsed.port != 0
+        except ValueError:  # a port that is no number
+            valid = False
+        if not valid or parsed.path not in ("", "/") or parsed.query or parsed.fragment or "@" in parsed.netloc:
+            raise ValueError(
+                "not the address of this worker's web server: scheme, host and port, e.g. http://worker-1:6066"
+            )
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _api(self) -> Settings:
+        tokens: list[SecretStr] = []
+        if self.api_token is not None:
+            problem = _token_problem(self.api_token.get_secret_value())
+            if problem:
+                raise ValueError(f"COMM_API_TOKEN: {problem}")
+            tokens.append(self.api_token)
+        if self.api_tokens_file is not None:
+            try:
+                lines = self.api_tokens_file.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+                raise ValueError(f"COMM_API_TOKENS_FILE: cannot read {self.api_tokens_file}: {why}") from None
+            for number, line in enumerate(lines, 1):
+                token = line.strip()
+                if not token or token.startswith("#"):
+                    continue
+                problem = _token_problem(token)
+                if problem:
+                    raise ValueError(f"COMM_API_TOKENS_FILE: line {number}: {problem}")
+                tokens.append(SecretStr(token))
+            if not tokens:
+                raise ValueError(f"COMM_API_TOKENS_FILE: {self.api_tokens_file} holds no token")
+        self._api_tokens = tuple(tokens)
+        return self
+
+    @property
+    def api_tokens(self) -> tuple[SecretStr, ...]:
+        """Every token the API accepts (COMM_API_TOKEN and COMM_API_TOKENS_FILE); none: /api is off."""
+        return self._api_tokens
+
+    @property
+    def web_url(self) -> str:
+        """Where the other workers reach this worker's web server (COMM_WEB_ADVERTISED_URL or its default)."""
+        if self.web_advertised_url is not None:
+            return self.web_advertised_url
+        host = socket.gethostname() if self.web_host in WILDCARD_HOSTS else self.web_host
+        if ":" in host:  # an IPv6 address
+            host = f"[{host}]"
+        return f"http://{host}:{self.web_port}"
+
     @property
     def batch_schedule(self) -> Schedule:
         return self._batch_schedule
@@ -310,6 +383,15 @@ class Settings(BaseModel):
             return cls.model_validate(values)
         except ValidationError as exc:
             raise SettingsError(_describe(exc)) from None
+
+
+def _token_problem(token: str) -> str | None:
+    """Why ``token`` cannot be an API token (it is never part of the answer)."""
+    if len(token) < MIN_TOKEN_LENGTH:
+        return f"a token must be at least {MIN_TOKEN_LENGTH} characters long"
+    if not all("!" <= c <= "~" for c in token):
+        return "a token may hold printable ASCII characters only, no spaces"
+    return None
 
 
 def _why(exc: OSError) -> str:

@@ -27,7 +27,9 @@ Faust's built-in views are all turned off: ``/table/…`` reads table keys (the
 table holds the patients' details), ``/router/…`` lists every worker's address and
 partitions, ``/stats/``, ``/assignment/``, ``/graph/`` and ``/performance/`` show the
 worker's internals. The production index (``/``) has no setting of its own, so the
-web driver here leaves it out. Nothing is routed between workers over HTTP.
+web driver here leaves it out. The one request routed between workers is the API's
+therapist view (streams/api/routing.py), behind the API's authentication, to the
+owner's ``canonical_url`` (COMM_WEB_ADVERTISED_URL).
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         "web_enabled": settings.web_enabled,
         "web_bind": settings.web_host,  # the interface to listen on
         "web_port": settings.web_port,
+        # What this worker tells the group its address is (the partition assignment
+        # carries it): where the others forward the API's therapist view.
+        "canonical_url": settings.web_url,
         # On the worker's own loop: /healthz answers only while that loop runs.
         "web_in_thread": False,
         "debug": False,
