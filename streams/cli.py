@@ -254,7 +254,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     preview = commands.add_parser("preview", help="render every email template with sample data to HTML and text files")
     preview.add_argument("--out", default="email-preview", help="directory to write the files to")
     _add_ops_commands(commands)
+    schema = commands.add_parser(
+        "schema", help="write the AsyncAPI document of the public topics, or a JSON Schema per message"
+    )
+    schema.add_argument("--format", choices=("asyncapi", "jsonschema"), default="asyncapi")
+    schema.add_argument(
+        "--out", default=None, help="a file (asyncapi: .yaml, or .json) or a directory (jsonschema); default stdout"
+    )
     args = parser.parse_args(argv)
+
+    if args.command == "schema":  # the contract, not this deployment: no settings needed
+        from pathlib import Path
+
+        from streams.contract.command import run_schema
+
+        raise SystemExit(run_schema(args.format, Path(args.out) if args.out else None))
 
     if args.command == "demo":
         try:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import faust
 
@@ -43,7 +43,16 @@ from streams.kafka.publishing import PublishRefused, until_published
 from streams.kafka.topics import Topics
 from streams.messages import inbox, send_commands
 from streams.messages.codec import dumps, encode, state_to_wire
-from streams.messages.envelope import envelope
+from streams.messages.outputs import (
+    CommandRejected,
+    DropReason,
+    EmailSuppressed,
+    EmailSuppressionLifted,
+    LiftReason,
+    OutputPayload,
+    PlacementDropped,
+    encode_event,
+)
 from streams.ops.logs import ThrottledWarning, bind_log_context, log_failure
 from streams.ops.metrics import NO_METRICS, Metrics, Outcome
 from streams.settings import Settings
@@ -261,26 +270,23 @@ class TherapistAgent:
                 case BookCall():
                     pending.append(await self._send(send_commands.BookCall.decided(therapist_id, decision)))
                 case SuppressAddress():
-                    payload = {
-                        "therapist_id": therapist_id,
-                        "address_hash": address_hash(decision.address),
-                        "reason": decision.reason,
-                        "email_id": decision.email_id,
-                    }
+                    suppressed = EmailSuppressed(
+                        therapist_id=therapist_id,
+                        address_hash=address_hash(decision.address),
+                        reason=decision.reason,
+                        email_id=decision.email_id,
+                    )
                     key = batching.derived_key("email_suppressed", decision.email_key)
-                    event_type = "communication.email_suppressed"
-                    pending.append(await self._event(therapist_id, event_type, payload, key, None))
+                    pending.append(await self._event(suppressed, key, None))
                 case LiftSuppression():
-                    payload = {
-                        "therapist_id": therapist_id,
-                        "address_hash": address_hash(decision.address),
-                        "reason": decision.reason,
-                    }
-                    if decision.comment:
-                        payload["comment"] = decision.comment
+                    lifted = EmailSuppressionLifted(
+                        therapist_id=therapist_id,
+                        address_hash=address_hash(decision.address),
+                        reason=cast(LiftReason, decision.reason),
+                        comment=decision.comment or None,
+                    )
                     key = batching.derived_key("email_suppression_lifted", decision.causation_id)
-                    event_type = "communication.email_suppression_lifted"
-                    pending.append(await self._event(therapist_id, event_type, payload, key, decision.causation_id))
+                    pending.append(await self._event(lifted, key, decision.causation_id))
                 case SendManualEmail():
                     pending.append(await self._send(send_commands.SendEmail.manual(therapist_id, decision)))
                 case SyncDirectory(profile=profile, deleted=deleted):
@@ -294,34 +300,32 @@ class TherapistAgent:
         for future in pending:
             await future
 
-    async def _event(
-        self, therapist_id: int, event_type: str, payload: dict[str, Any], event_id: str, causation: str | None
-    ) -> Any:
-        document = envelope(event_type, payload, event_id=event_id, occurred_at=self.clock(), causation_id=causation)
-        return await self.topics.events.send(key=str(therapist_id).encode(), value=dumps(document))
+    async def _event(self, payload: OutputPayload, event_id: str, causation: str | None) -> Any:
+        value = encode_event(payload, event_id=event_id, occurred_at=self.clock(), causation_id=causation)
+        return await self.topics.events.send(key=str(payload.therapist_id).encode(), value=value)
 
     async def _send(self, command: send_commands.SendCommand) -> Any:
         return await self.topics.send_commands.send(key=str(command.therapist_id).encode(), value=encode(command))
 
     async def _rejected(self, therapist_id: int, rejection: RejectCommand) -> Any:
-        payload = {
-            "therapist_id": therapist_id,
-            "command_id": rejection.command_id,
-            "command_type": rejection.command_type,
-            "reason": rejection.reason,
-        }
+        payload = CommandRejected(
+            therapist_id=therapist_id,
+            command_id=rejection.command_id,
+            command_type=rejection.command_type,
+            reason=rejection.reason,
+        )
         key = batching.derived_key("command_rejected", rejection.command_id)
-        return await self._event(therapist_id, "communication.command_rejected", payload, key, rejection.command_id)
+        return await self._event(payload, key, rejection.command_id)
 
     async def _dropped(self, therapist_id: int, drop: DropRequest, causation: str | None) -> Any:
-        payload = {
-            "therapist_id": therapist_id,
-            "placement_request_id": drop.placement_request_id,
-            "patient_id": drop.patient_id,
-            "reason": drop.reason,
-        }
+        payload = PlacementDropped(
+            therapist_id=therapist_id,
+            placement_request_id=drop.placement_request_id,
+            patient_id=drop.patient_id,
+            reason=cast(DropReason, drop.reason),
+        )
         key = batching.derived_key("placement_dropped", causation, drop.placement_request_id)
-        return await self._event(therapist_id, "communication.placement_dropped", payload, key, causation)
+        return await self._event(payload, key, causation)
 
 
 def _check_size(state: TherapistState) -> None:

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from domain.retry import RetryPolicy
 from streams.delivery.mailer import SendError
+from streams.messages.outputs import Alert, Severity
 from streams.ops.logs import ThrottledWarning, log_failure
 from streams.persistence import delivery_queue, delivery_results
 from streams.persistence.db import Database, run_retrying
@@ -61,7 +62,7 @@ class DeliveryStore(ABC):
         """Count a failed attempt; True when another attempt is scheduled."""
 
     @abstractmethod
-    async def alert(self, severity: str, code: str, message: str, now: datetime) -> None:
+    async def alert(self, severity: Severity, code: str, message: str, now: datetime) -> None:
         """Raise an operational alert (a ``communication.alert`` event)."""
 
 
@@ -104,10 +105,10 @@ class SqlDeliveryStore(DeliveryStore):
         retry = await self._record(delivery_results.record_failure, email_id, error, now, policy, self.channels)
         return bool(retry)
 
-    async def alert(self, severity: str, code: str, message: str, now: datetime) -> None:
+    async def alert(self, severity: Severity, code: str, message: str, now: datetime) -> None:
         def write(session: Session) -> None:
-            alert = {"severity": severity, "code": code, "message": message}
-            add_rows(session, [event_row(self.channels.events, "communication.alert", None, alert, now)])
+            alert = Alert(therapist_id=None, severity=severity, code=code, message=message)
+            add_rows(session, [event_row(self.channels.events, alert, now)])
 
         try:
             await self.database.run(write)

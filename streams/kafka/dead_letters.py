@@ -8,9 +8,10 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from streams.kafka.publishing import PublishRefused, until_published
+from streams.messages.outputs import DeadLetter
 from streams.ops.metrics import NO_METRICS, Metrics
 
 log = logging.getLogger(__name__)
@@ -34,37 +35,44 @@ def dead_letter(
     event_type: str | None = None,
 ) -> bytes:
     """The DLQ message: nothing of the original is lost, so it can be fixed and replayed."""
-    record: dict[str, Any] = {
-        "reason": reason,
-        "source_topic": topic,
-        "partition": partition,
-        "offset": offset,
-        "received_at": received_at.isoformat(),
-    }
-    record["key"], key_encoding = _text(key)
-    if key_encoding:
-        record["key_encoding"] = key_encoding
-    if event_id is not None:
-        record["event_id"] = event_id
-    if event_type is not None:
-        record["event_type"] = event_type
-    with_value = dict(record)
-    with_value["value"], value_encoding = _text(value)
-    if value_encoding:
-        with_value["value_encoding"] = value_encoding
-    encoded = json.dumps(with_value, ensure_ascii=False).encode("utf-8")
+    key_text, key_encoding = _text(key)
+    value_text, value_encoding = _text(value)
+    record = DeadLetter(
+        reason=reason,
+        source_topic=topic,
+        partition=partition,
+        offset=offset,
+        received_at=received_at,
+        key=key_text,
+        key_encoding=key_encoding,
+        event_id=event_id,
+        event_type=event_type,
+        value=value_text,
+        value_encoding=value_encoding,
+    )
+    encoded = _encode(record)
     if len(encoded) <= MAX_RECORD_BYTES or value is None:
         return encoded
-    record["value"] = None
-    record["value_bytes"] = len(value)
-    record["value_omitted"] = (
-        f"the value ({len(value)} bytes) is too large to copy here; it stays at "
-        "source_topic/partition/offset for its topic's retention"
+    without_value = record.model_copy(
+        update={
+            "value": None,
+            "value_encoding": None,
+            "value_bytes": len(value),
+            "value_omitted": (
+                f"the value ({len(value)} bytes) is too large to copy here; it stays at "
+                "source_topic/partition/offset for its topic's retention"
+            ),
+        }
     )
-    return json.dumps(record, ensure_ascii=False).encode("utf-8")
+    return _encode(without_value)
 
 
-def _text(raw: bytes | None) -> tuple[str | None, str | None]:
+def _encode(record: DeadLetter) -> bytes:
+    # Spaced JSON, as the DLQ has always been written (output events are compact).
+    return json.dumps(record.model_dump(mode="json"), ensure_ascii=False).encode("utf-8")
+
+
+def _text(raw: bytes | None) -> tuple[str | None, Literal["base64"] | None]:
     if raw is None:
         return None, None
     try:

@@ -1,4 +1,6 @@
-"""The event envelope of CONTRACT §1: its schema, and the one builder of output envelopes."""
+"""The event envelope of CONTRACT §1: the schema inputs are checked against, and a
+builder of envelopes for the input events the demo and the tests play. Output
+events are built through their models (streams/messages/outputs.py)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select, text
@@ -22,6 +22,7 @@ from domain.calls import CallStatus
 from domain.schedule import Schedule
 from domain.slots import BookedCalls, NoSlot, Slot, find_slot
 from streams.messages.inbox import CallNotBooked
+from streams.messages.outputs import Alert, CallReason, PhoneCallCancelled, PhoneCallScheduled
 from streams.messages.send_commands import BookCall
 from streams.persistence.models import (
     PhoneCall,
@@ -59,14 +60,8 @@ def cancel_call(call: PhoneCall, reason: str, channels: Channels, now: datetime,
     call.status = CallStatus.CANCELLED
     call.cancel_reason = reason
     call.updated_at = now
-    return event_row(
-        channels.events,
-        "communication.phone_call_cancelled",
-        call.therapist_id,
-        {"phone_call_id": call.id, "reason": reason},
-        now,
-        causation_id=causation,
-    )
+    cancelled = PhoneCallCancelled(therapist_id=call.therapist_id, phone_call_id=call.id, reason=reason)
+    return event_row(channels.events, cancelled, now, causation_id=causation)
 
 
 def zone_of(entry: TherapistDirectoryEntry, policy: CallPolicy) -> tzinfo:
@@ -173,7 +168,7 @@ def book_call(
     therapist_id: int,
     call_key: str,
     requests: Sequence[tuple[int, int | None]],
-    reason: str,
+    reason: CallReason,
     at: datetime,
     policy: CallPolicy,
     channels: Channels,
@@ -200,20 +195,15 @@ def book_call(
     )
     session.add(call)
     session.flush()
-    return event_row(
-        channels.events,
-        "communication.phone_call_scheduled",
-        therapist_id,
-        {
-            "phone_call_id": call.id,
-            "scheduled_at": at.isoformat(),
-            "duration_minutes": call.duration_minutes,
-            "placement_request_ids": [r for r, _ in requests],
-            "reason": reason,
-        },
-        now,
-        causation_id=causation,
+    scheduled = PhoneCallScheduled(
+        therapist_id=therapist_id,
+        phone_call_id=call.id,
+        scheduled_at=at,
+        duration_minutes=call.duration_minutes,
+        placement_request_ids=[r for r, _ in requests],
+        reason=reason,
     )
+    return event_row(channels.events, scheduled, now, causation_id=causation)
 
 
 def book_instead_of_email(
@@ -238,7 +228,7 @@ def book_instead_of_email(
             therapist_id=therapist_id,
             call_key=call.call_key,
             requests=[(r.placement_request_id, r.patient_id) for r in call.requests],
-            reason=call.reason,
+            reason=cast(CallReason, call.reason),  # the therapist agent's: undeliverable
             at=found.start,
             policy=policy,
             channels=channels,
@@ -246,16 +236,17 @@ def book_instead_of_email(
         )
         add_rows(session, [row])
         return
-    alert = {
-        "severity": "warning",
-        "code": "no_call_slot",
-        "message": f"therapist {therapist_id}'s address cannot be reached and no call could be booked: "
+    alert = Alert(
+        therapist_id=therapist_id,
+        severity="warning",
+        code="no_call_slot",
+        message=f"therapist {therapist_id}'s address cannot be reached and no call could be booked: "
         f"{found.reason}; the requests wait for the next batch run",
-    }
+    )
     add_rows(
         session,
         [
-            event_row(channels.events, "communication.alert", therapist_id, alert, now),
+            event_row(channels.events, alert, now),
             inbox_row(channels, CallNotBooked(therapist_id, call.requests), now),
         ],
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import cast
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -14,6 +15,15 @@ from domain.batching import derived_key
 from domain.calls import CallStatus, Finish, Reschedule
 from domain.slots import NoSlot, Slot
 from streams.messages.commands import CallOutcome, CancelCall, ScheduleCall, UpdateCall
+from streams.messages.outputs import (
+    Alert,
+    CallEnd,
+    PhoneCallCompleted,
+    PhoneCallRescheduled,
+    PhoneCallUpdated,
+    PlacementResponse,
+    RequestOutcome,
+)
 from streams.persistence.call_booking import (
     CallPolicy,
     Row,
@@ -101,16 +111,8 @@ def update_phone_call(
     if p.notes is not None:
         call.notes = p.notes
         call.updated_at = now
-        events.append(
-            event_row(
-                channels.events,
-                "communication.phone_call_updated",
-                call.therapist_id,
-                {"phone_call_id": call.id, "notes": call.notes},
-                now,
-                causation_id=command.command_id,
-            )
-        )
+        updated = PhoneCallUpdated(therapist_id=call.therapist_id, phone_call_id=call.id, notes=p.notes)
+        events.append(event_row(channels.events, updated, now, causation_id=command.command_id))
     return events
 
 
@@ -119,19 +121,14 @@ def _moved(call: PhoneCall, at: datetime, channels: Channels, now: datetime, cau
     call.scheduled_at = at
     call.reminder_sent_for = None  # the new time gets its own reminder
     call.updated_at = now
-    return event_row(
-        channels.events,
-        "communication.phone_call_rescheduled",
-        call.therapist_id,
-        {
-            "phone_call_id": call.id,
-            "scheduled_at": at.isoformat(),
-            "previous_scheduled_at": previous.isoformat(),
-            "attempt": call.attempt,
-        },
-        now,
-        causation_id=causation,
+    moved = PhoneCallRescheduled(
+        therapist_id=call.therapist_id,
+        phone_call_id=call.id,
+        scheduled_at=at,
+        previous_scheduled_at=previous,
+        attempt=call.attempt,
     )
+    return event_row(channels.events, moved, now, causation_id=causation)
 
 
 def cancel_phone_call(
@@ -179,57 +176,36 @@ def record_call_outcome(
         batch.outcome = outcome.outcome
         batch.notes = outcome.notes
         batch.updated_at = now
-    events.append(
-        event_row(
-            channels.events,
-            "communication.phone_call_completed",
-            call.therapist_id,
-            {
-                "phone_call_id": call.id,
-                "status": call.status.value,
-                "outcomes": [
-                    {"placement_request_id": o.placement_request_id, "outcome": o.outcome, "notes": o.notes}
-                    for o in outcomes
-                ],
-            },
-            now,
-            causation_id=causation,
-        )
+    completed = PhoneCallCompleted(
+        therapist_id=call.therapist_id,
+        phone_call_id=call.id,
+        status=cast(CallEnd, call.status.value),  # one of the outcomes: p.status
+        outcomes=[
+            RequestOutcome(placement_request_id=o.placement_request_id, outcome=o.outcome, notes=o.notes)
+            for o in outcomes
+        ],
     )
+    events.append(event_row(channels.events, completed, now, causation_id=causation))
     for outcome in outcomes:
         batch = batches[outcome.placement_request_id]
-        events.append(
-            event_row(
-                channels.events,
-                "communication.placement_response",
-                call.therapist_id,
-                {
-                    "placement_request_id": batch.placement_request_id,
-                    "patient_id": batch.patient_id,
-                    "outcome": outcome.outcome,
-                    "channel": "phone",
-                    "phone_call_id": call.id,
-                },
-                now,
-                causation_id=causation,
-            )
+        response = PlacementResponse(
+            therapist_id=call.therapist_id,
+            placement_request_id=batch.placement_request_id,
+            patient_id=batch.patient_id,
+            outcome=outcome.outcome,
+            channel="phone",
+            phone_call_id=call.id,
         )
+        events.append(event_row(channels.events, response, now, causation_id=causation))
     if decision.alert:
-        events.append(
-            event_row(
-                channels.events,
-                "communication.alert",
-                call.therapist_id,
-                {
-                    "severity": "warning",
-                    "code": f"call_{decision.status.value}",
-                    "phone_call_id": call.id,
-                    "message": f"phone call {call.id} with therapist {call.therapist_id}: {decision.alert}",
-                },
-                now,
-                causation_id=causation,
-            )
+        alert = Alert(
+            therapist_id=call.therapist_id,
+            severity="warning",
+            code=f"call_{decision.status.value}",
+            phone_call_id=call.id,
+            message=f"phone call {call.id} with therapist {call.therapist_id}: {decision.alert}",
         )
+        events.append(event_row(channels.events, alert, now, causation_id=causation))
     return events
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import cast
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -27,6 +28,7 @@ from domain.follow_up import (
 )
 from domain.slots import Slot
 from streams.messages.inbox import FollowUpEmail
+from streams.messages.outputs import Alert, CallReason, DailyCallList, ListedCall, PhoneCallReminder
 from streams.persistence.call_booking import CallPolicy, book_call, lock_bookings, search_slot
 from streams.persistence.models import (
     Email,
@@ -98,24 +100,15 @@ def next_follow_up(session: Session, policy: CallPolicy, channels: Channels, now
             return True
         decision = without_call(decision, found.reason)
     if decision.no_call_slot is not None:
-        add_rows(
-            session,
-            [
-                event_row(
-                    channels.events,
-                    "communication.alert",
-                    email.therapist_id,
-                    {
-                        "severity": "warning",
-                        "code": "no_call_slot",
-                        "email_id": email.id,
-                        "message": f"no follow-up call could be booked for email {email.id}: "
-                        f"{decision.no_call_slot}; a follow-up email goes out instead",
-                    },
-                    now,
-                )
-            ],
+        alert = Alert(
+            therapist_id=email.therapist_id,
+            severity="warning",
+            code="no_call_slot",
+            email_id=email.id,
+            message=f"no follow-up call could be booked for email {email.id}: "
+            f"{decision.no_call_slot}; a follow-up email goes out instead",
         )
+        add_rows(session, [event_row(channels.events, alert, now)])
     # No phone availability (or no free slot): a follow-up email, which the therapist
     # agent decides because it is subject to the weekly contact limit.
     follow_up = FollowUpEmail(email.therapist_id, email.id, email.sent_at, tuple(b.as_request() for b in still_open))
@@ -140,19 +133,13 @@ def send_reminders(session: Session, policy: CallPolicy, channels: Channels, now
     rows = []
     for call in due:
         call.reminder_sent_for = call.scheduled_at
-        rows.append(
-            event_row(
-                channels.events,
-                "communication.phone_call_reminder",
-                call.therapist_id,
-                {
-                    "phone_call_id": call.id,
-                    "scheduled_at": call.scheduled_at.isoformat(),
-                    "late": now > call.scheduled_at - policy.reminder_before + timedelta(minutes=1),
-                },
-                now,
-            )
+        reminder = PhoneCallReminder(
+            therapist_id=call.therapist_id,
+            phone_call_id=call.id,
+            scheduled_at=call.scheduled_at,
+            late=now > call.scheduled_at - policy.reminder_before + timedelta(minutes=1),
         )
+        rows.append(event_row(channels.events, reminder, now))
     add_rows(session, rows)
     return len(rows)
 
@@ -186,27 +173,20 @@ def daily_call_list(session: Session, policy: CallPolicy, channels: Channels, no
         )
     }
     listed = [
-        {
-            "phone_call_id": c.id,
-            "therapist_id": c.therapist_id,
-            "therapist_name": _name(directory.get(c.therapist_id)),
-            "phone": directory[c.therapist_id].phone if c.therapist_id in directory else None,
-            "scheduled_at": c.scheduled_at.isoformat(),
-            "duration_minutes": c.duration_minutes,
-            "reason": c.reason,
-            "attempt": c.attempt,
-            "placement_request_ids": [b.placement_request_id for b in c.batches],
-        }
+        ListedCall(
+            phone_call_id=c.id,
+            therapist_id=c.therapist_id,
+            therapist_name=_name(directory.get(c.therapist_id)),
+            phone=directory[c.therapist_id].phone if c.therapist_id in directory else None,
+            scheduled_at=c.scheduled_at,
+            duration_minutes=c.duration_minutes,
+            reason=cast(CallReason, c.reason),
+            attempt=c.attempt,
+            placement_request_ids=[b.placement_request_id for b in c.batches],
+        )
         for c in calls
     ]
-    add_rows(
-        session,
-        [
-            event_row(
-                channels.events, "communication.daily_call_list", None, {"date": day.isoformat(), "calls": listed}, now
-            )
-        ],
-    )
+    add_rows(session, [event_row(channels.events, DailyCallList(date=day, calls=listed), now)])
     return True
 
 

@@ -16,6 +16,7 @@ from domain.decisions import CONTACT_REQUEST
 from domain.retry import RetryPolicy, backoff_delay, should_retry
 from domain.therapist_state import Undeliverable
 from streams.delivery.mailer import SendError
+from streams.messages import outputs
 from streams.messages.inbox import EmailFailed, EmailSent
 from streams.persistence.db import one_of
 from streams.persistence.models import (
@@ -60,13 +61,14 @@ def record_sent_many(session: Session, sent: Sequence[tuple[int, datetime]], cha
     messages = []
     for email_id, therapist_id, message_id, email_key, limited, request_ids in sorted(rows):
         at = when[email_id]
-        payload = {
-            "email_id": email_id,
-            "message_id": message_id,
-            "sent_at": at.isoformat(),
-            "placement_request_ids": request_ids,
-        }
-        messages.append(event_row(channels.events, "communication.email_sent", therapist_id, payload, at))
+        payload = outputs.EmailSent(
+            therapist_id=therapist_id,
+            email_id=email_id,
+            message_id=message_id,
+            sent_at=at,
+            placement_request_ids=request_ids,
+        )
+        messages.append(event_row(channels.events, payload, at))
         messages.append(inbox_row(channels, EmailSent(therapist_id, email_key, limited, at), at))
     add_rows(session, messages)
 
@@ -107,14 +109,15 @@ def failure_rows(
 
     ``undeliverable``: the recipient's address cannot be reached; the therapist agent
     suppresses email to it and sends the waiting requests to the phone."""
-    failed = {
-        "email_id": email.id,
-        "error": email.error_message,
-        "retry_count": email.retry_count,
-        "will_retry": retry,
-        "next_attempt_at": email.next_attempt_at.isoformat() if retry and email.next_attempt_at else None,
-    }
-    rows = [event_row(channels.events, "communication.email_failed", email.therapist_id, failed, now)]
+    failed = outputs.EmailFailed(
+        therapist_id=email.therapist_id,
+        email_id=email.id,
+        error=email.error_message,
+        retry_count=email.retry_count,
+        will_retry=retry,
+        next_attempt_at=email.next_attempt_at if retry else None,
+    )
+    rows = [event_row(channels.events, failed, now)]
     if not retry:
         message = (
             f"email {email.id} ({email.kind}) to therapist {email.therapist_id} failed "
@@ -122,13 +125,14 @@ def failure_rows(
         )
         if undeliverable:
             message += "; " + _undeliverable_outlook(email)
-        alert = {
-            "severity": "error",
-            "code": "email_undeliverable" if undeliverable else "email_failed",
-            "email_id": email.id,
-            "message": message,
-        }
-        rows.append(event_row(channels.events, "communication.alert", email.therapist_id, alert, now))
+        alert = outputs.Alert(
+            therapist_id=email.therapist_id,
+            severity="error",
+            code="email_undeliverable" if undeliverable else "email_failed",
+            email_id=email.id,
+            message=message,
+        )
+        rows.append(event_row(channels.events, alert, now))
         # A contact email that never arrived: its requests wait for the next one.
         returned = tuple(b.as_request() for b in email.batches) if email.kind == CONTACT_REQUEST else ()
         unreachable = (
@@ -165,13 +169,14 @@ def fail_unsent(session: Session, therapist_id: int, reason: str, channels: Chan
         email.error_message = reason
         email.next_attempt_at = email.claimed_by = email.claim_expires_at = None
         email.updated_at = now
-        failed = {
-            "email_id": email.id,
-            "error": reason,
-            "retry_count": email.retry_count,
-            "will_retry": False,
-            "next_attempt_at": None,
-        }
-        rows.append(event_row(channels.events, "communication.email_failed", therapist_id, failed, now))
+        failed = outputs.EmailFailed(
+            therapist_id=therapist_id,
+            email_id=email.id,
+            error=reason,
+            retry_count=email.retry_count,
+            will_retry=False,
+            next_attempt_at=None,
+        )
+        rows.append(event_row(channels.events, failed, now))
         rows.append(inbox_row(channels, EmailFailed(therapist_id, email.email_key), now))
     add_rows(session, rows)

@@ -15,7 +15,16 @@ from domain.decisions import CONTACT_REQUEST
 from domain.email_status import EmailStatus
 from streams.email.html_text import html_to_text
 from streams.email.sanitiser import clean_html
-from streams.messages.commands import RecordEmailResponse, UpdateEmail, UpdateEmailBatch
+from streams.messages.commands import Outcome, RecordEmailResponse, UpdateEmail, UpdateEmailBatch
+from streams.messages.outputs import (
+    EmailField,
+    EmailQueued,
+    EmailResponse,
+    EmailResponseRecorded,
+    EmailUpdated,
+    OutputPayload,
+    PlacementResponse,
+)
 from streams.persistence.models import Email, EmailBatch
 from streams.persistence.outbox import Channels, event_row
 from streams.persistence.processed_commands import Command, Handler, Rejected
@@ -29,10 +38,8 @@ def _email(session: Session, email_id: int) -> Email:
     return email
 
 
-def _event(
-    channels: Channels, event_type: str, email: Email, payload: dict[str, Any], command: Command, now: datetime
-) -> dict[str, Any]:
-    return event_row(channels.events, event_type, email.therapist_id, payload, now, causation_id=command.command_id)
+def _event(channels: Channels, payload: OutputPayload, command: Command, now: datetime) -> dict[str, Any]:
+    return event_row(channels.events, payload, now, causation_id=command.command_id)
 
 
 def update_email(session: Session, command: Command, channels: Channels, now: datetime) -> list[dict[str, Any]]:
@@ -41,7 +48,7 @@ def update_email(session: Session, command: Command, channels: Channels, now: da
     refusal = email_status.update_refusal(email.status, p.status)
     if refusal:
         raise Rejected(f"email {email.id}: {refusal}")
-    changed = []
+    changed: list[EmailField] = []
     if p.subject is not None:
         email.subject = p.subject
         changed.append("subject")
@@ -60,9 +67,7 @@ def update_email(session: Session, command: Command, channels: Channels, now: da
         events.append(
             _event(
                 channels,
-                "communication.email_updated",
-                email,
-                {"email_id": email.id, "changed": changed, "status": email.status.value},
+                EmailUpdated(therapist_id=email.therapist_id, email_id=email.id, changed=changed, status=email.status),
                 command,
                 now,
             )
@@ -75,7 +80,7 @@ def update_email(session: Session, command: Command, channels: Channels, now: da
         email.retry_count = 0
         email.error_message = None
         email.claimed_by = email.claim_expires_at = None
-        events.append(_event(channels, "communication.email_queued", email, {"email_id": email.id}, command, now))
+        events.append(_event(channels, EmailQueued(therapist_id=email.therapist_id, email_id=email.id), command, now))
     return events
 
 
@@ -123,16 +128,17 @@ def _not_in_email(email: Email, batches: Mapping[int, EmailBatch], request_ids: 
 
 
 def _placement_response(
-    channels: Channels, email: Email, batch: EmailBatch, outcome: str, command: Command, now: datetime
+    channels: Channels, email: Email, batch: EmailBatch, outcome: Outcome, command: Command, now: datetime
 ) -> dict[str, Any]:
-    payload = {
-        "placement_request_id": batch.placement_request_id,
-        "patient_id": batch.patient_id,
-        "outcome": outcome,
-        "channel": "email",
-        "email_id": email.id,
-    }
-    return _event(channels, "communication.placement_response", email, payload, command, now)
+    payload = PlacementResponse(
+        therapist_id=email.therapist_id,
+        placement_request_id=batch.placement_request_id,
+        patient_id=batch.patient_id,
+        outcome=outcome,
+        channel="email",
+        email_id=email.id,
+    )
+    return _event(channels, payload, command, now)
 
 
 def record_email_response(
@@ -153,15 +159,14 @@ def record_email_response(
     events = [
         _event(
             channels,
-            "communication.email_response_recorded",
-            email,
-            {
-                "email_id": email.id,
-                "received_at": received_at.isoformat(),
-                "responses": [
-                    {"placement_request_id": r.placement_request_id, "outcome": r.outcome} for r in responses
+            EmailResponseRecorded(
+                therapist_id=email.therapist_id,
+                email_id=email.id,
+                received_at=received_at,
+                responses=[
+                    EmailResponse(placement_request_id=r.placement_request_id, outcome=r.outcome) for r in responses
                 ],
-            },
+            ),
             command,
             now,
         )

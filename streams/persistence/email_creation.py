@@ -7,7 +7,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from sqlalchemy import Table, insert, select, text
 from sqlalchemy.orm import Session
@@ -22,6 +22,7 @@ from streams.email.html_text import html_to_text
 from streams.email.rendering import RenderedEmail, RenderError
 from streams.email.sanitiser import clean_html
 from streams.messages.inbox import EmailFailed
+from streams.messages.outputs import Alert, EmailCreated, EmailKind, EmailQueued
 from streams.messages.send_commands import SendEmail
 from streams.persistence import waiting_requests
 from streams.persistence.db import one_of
@@ -307,46 +308,34 @@ def _created_rows(
 ) -> list[dict[str, Any]]:
 
     causation = command.causation_id
-    created = {
-        "email_id": email.id,
-        "kind": email.kind,
-        "template": email.template,
-        "subject": email.subject,
-        "placement_request_ids": email.placement_request_ids,
-        "status": email.status.value,
-    }
-    rows = [
-        event_row(
-            channels.events, "communication.email_created", email.therapist_id, created, now, causation_id=causation
-        )
-    ]
+    created = EmailCreated(
+        therapist_id=email.therapist_id,
+        email_id=email.id,
+        kind=cast(EmailKind, email.kind),
+        template=email.template,
+        subject=email.subject,
+        placement_request_ids=email.placement_request_ids,
+        status=email.status,
+    )
+    rows = [event_row(channels.events, created, now, causation_id=causation)]
     if rendered is None:
         return rows + failure_rows(email, channels, now, retry=False)
     if email.status is EmailStatus.DRAFT:
         return rows
-    rows.append(
-        event_row(
-            channels.events,
-            "communication.email_queued",
-            email.therapist_id,
-            {"email_id": email.id},
-            now,
-            causation_id=causation,
-        )
-    )
+    queued = EmailQueued(therapist_id=email.therapist_id, email_id=email.id)
+    rows.append(event_row(channels.events, queued, now, causation_id=causation))
     if rendered.fallback_reason is not None:
         # A broken per-therapist template must not block the email: it goes out
         # with the standard wording, and a person is told to fix the template.
-        alert = {
-            "severity": "warning",
-            "code": "template_override_broken",
-            "email_id": email.id,
-            "message": f"email {email.id}: the therapist's own template could not be used, "
+        alert = Alert(
+            therapist_id=email.therapist_id,
+            severity="warning",
+            code="template_override_broken",
+            email_id=email.id,
+            message=f"email {email.id}: the therapist's own template could not be used, "
             f"the standard template was: {rendered.fallback_reason}",
-        }
-        rows.append(
-            event_row(channels.events, "communication.alert", email.therapist_id, alert, now, causation_id=causation)
         )
+        rows.append(event_row(channels.events, alert, now, causation_id=causation))
     return rows
 
 

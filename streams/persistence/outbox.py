@@ -17,9 +17,9 @@ from sqlalchemy import Insert, delete, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from streams.messages.codec import dumps, encode
-from streams.messages.envelope import envelope
+from streams.messages.codec import encode
 from streams.messages.inbox import Feedback
+from streams.messages.outputs import Alert, CommandRejected, OutputPayload, encode_event
 from streams.persistence.db import one_of
 from streams.persistence.models import OUTBOX, Lease, OutboxMessage
 
@@ -59,33 +59,29 @@ def add_rows(session: Session, rows: Sequence[dict[str, Any]]) -> None:
 
 def event_row(
     topic: str,
-    event_type: str,
-    therapist_id: int | None,
-    payload: dict[str, Any],
+    payload: OutputPayload,
     now: datetime,
     *,
     causation_id: str | None = None,
     event_id: str | None = None,
 ) -> dict[str, Any]:
-    """An output event (CONTRACT §4) keyed by therapist; its event_id is fixed now,
-    so a relay that publishes it twice publishes the same event. Events about the
-    service itself (e.g. an SMTP outage alert) have no therapist: null, no key."""
-    document = envelope(
-        event_type,
-        {"therapist_id": therapist_id, **payload},
-        event_id=event_id or str(uuid.uuid4()),
-        occurred_at=now,
-        causation_id=causation_id,
-    )
-    return message_row(topic, None if therapist_id is None else str(therapist_id), dumps(document), now)
+    """An output event (CONTRACT §4) of the type its payload's model is registered
+    for, keyed by the payload's therapist; its event_id is fixed now, so a relay that
+    publishes it twice publishes the same event. Events about the service itself
+    (e.g. an SMTP outage alert) have no therapist: null, no key."""
+    value = encode_event(payload, event_id=event_id or uuid.uuid4(), occurred_at=now, causation_id=causation_id)
+    therapist_id = payload.therapist_id
+    return message_row(topic, None if therapist_id is None else str(therapist_id), value, now)
 
 
 def command_rejected_row(
     topic: str, command_id: str, command_type: str, therapist_id: int | None, reason: str, now: datetime
 ) -> dict[str, Any]:
     """``communication.command_rejected``: the command changed nothing, and why."""
-    payload = {"command_id": command_id, "command_type": command_type, "reason": reason}
-    return event_row(topic, "communication.command_rejected", therapist_id, payload, now, causation_id=command_id)
+    payload = CommandRejected(
+        therapist_id=therapist_id, command_id=command_id, command_type=command_type, reason=reason
+    )
+    return event_row(topic, payload, now, causation_id=command_id)
 
 
 # The relay's two statements run hundreds of times a second: Core, not the ORM.
@@ -117,13 +113,14 @@ def park(session: Session, message_id: int, reason: str, now: datetime, alerts: 
         return
     row.published_at = now
     row.failed_reason = reason
-    alert = {
-        "severity": "error",
-        "code": "event_unpublishable",
-        "outbox_id": message_id,
-        "message": f"an event for topic {row.topic} could not be published and was set aside: {reason}",
-    }
-    add_rows(session, [event_row(alerts, "communication.alert", None, alert, now)])
+    alert = Alert(
+        therapist_id=None,
+        severity="error",
+        code="event_unpublishable",
+        outbox_id=message_id,
+        message=f"an event for topic {row.topic} could not be published and was set aside: {reason}",
+    )
+    add_rows(session, [event_row(alerts, alert, now)])
 
 
 def purge_published(session: Session, before: datetime) -> int:

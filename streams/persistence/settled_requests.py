@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from domain.calls import CallStatus
 from domain.placement import ACCEPTED, CLOSING_STATUSES
+from streams.messages.outputs import PhoneCallCancelled, PhoneCallUpdated
 from streams.messages.send_commands import SettleRequest
 from streams.persistence.models import EmailBatch, PhoneCall, PhoneCallBatch
 from streams.persistence.outbox import Channels, add_rows, event_row
@@ -46,33 +47,18 @@ def drop_from_calls(
         left = [b.placement_request_id for b in call.batches]
         if not left:
             call.status = CallStatus.CANCELLED
-            call.cancel_reason = f"no open requests left ({reason})"
-            rows.append(
-                event_row(
-                    topic,
-                    "communication.phone_call_cancelled",
-                    call.therapist_id,
-                    {"phone_call_id": call.id, "reason": call.cancel_reason},
-                    now,
-                    causation_id=causation,
-                )
-            )
+            call.cancel_reason = cancel_reason = f"no open requests left ({reason})"
+            cancelled = PhoneCallCancelled(therapist_id=call.therapist_id, phone_call_id=call.id, reason=cancel_reason)
+            rows.append(event_row(topic, cancelled, now, causation_id=causation))
         else:
-            rows.append(
-                event_row(
-                    topic,
-                    "communication.phone_call_updated",
-                    call.therapist_id,
-                    {
-                        "phone_call_id": call.id,
-                        "placement_request_ids": left,
-                        "removed_placement_request_ids": [e.placement_request_id for e in removed],
-                        "reason": reason,
-                    },
-                    now,
-                    causation_id=causation,
-                )
+            updated = PhoneCallUpdated(
+                therapist_id=call.therapist_id,
+                phone_call_id=call.id,
+                placement_request_ids=left,
+                removed_placement_request_ids=[e.placement_request_id for e in removed],
+                reason=reason,
             )
+            rows.append(event_row(topic, updated, now, causation_id=causation))
     return rows
 
 

@@ -15,12 +15,17 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from jsonschema import Draft202012Validator, FormatChecker
 from sqlalchemy import create_engine, text
 
+from streams.contract.catalogue import messages
+from streams.contract.schemas import message_json_schema
 from streams.demo.broker import LocalBroker, free_port
 from streams.demo.smtp_capture import Received, SmtpCapture
 from tests.events import envelope
@@ -151,6 +156,57 @@ class WorkerProcess:
         return self.process is not None and self.process.poll() is None
 
 
+def _rfc3339(value: object) -> bool:
+    """jsonschema checks "date-time" only with an optional package: checked here, with
+    the offset CONTRACT §1 requires."""
+    if not isinstance(value, str):
+        return True
+    return "T" in value and datetime.fromisoformat(value).tzinfo is not None
+
+
+class PublishedSchemas:
+    """The published JSON Schema of every message on communication-events and
+    communication-dlq (``commsvc schema --format jsonschema``, generated from the
+    models in streams.messages.outputs). Every record the e2e tests observe there is
+    checked against it as it arrives (``Collector.checks``): an event type without a
+    schema is a mismatch too."""
+
+    def __init__(self) -> None:
+        formats = FormatChecker()
+        formats.checks("date-time", raises=ValueError)(_rfc3339)
+        published = [
+            (message, Draft202012Validator(message_json_schema(message), format_checker=formats))
+            for message in messages()
+            if message.kind in ("output", "dead_letter")
+        ]
+        self.events = {message.name: v for message, v in published if message.kind == "output"}
+        [self.dead_letters] = [v for message, v in published if message.kind == "dead_letter"]
+
+    def event(self, document: Any) -> str | None:
+        """What is wrong with an output event (None: nothing)."""
+        event_type = document.get("event_type") if isinstance(document, dict) else None
+        validator = self.events.get(event_type) if isinstance(event_type, str) else None
+        if validator is None:
+            return f"no published schema for event type {event_type!r}"
+        return self._check(validator, document)
+
+    def dead_letter(self, document: Any) -> str | None:
+        return self._check(self.dead_letters, document)
+
+    @staticmethod
+    def _check(validator: Draft202012Validator, document: Any) -> str | None:
+        error = next(iter(sorted(validator.iter_errors(document), key=lambda e: list(e.path))), None)
+        if error is None:
+            return None
+        where = "/".join(str(part) for part in error.absolute_path) or "(the record)"
+        return f"{where}: {error.message}"
+
+
+@cache
+def published_schemas() -> PublishedSchemas:
+    return PublishedSchemas()
+
+
 @dataclass
 class Collector:
     """Reads the output topics in the background and lets tests wait for conditions."""
@@ -161,6 +217,10 @@ class Collector:
     raw: dict[str, list[Any]] = field(default_factory=dict)
     # How to connect (security_protocol, ssl_context, sasl_*), as aiokafka takes it.
     client_options: dict[str, Any] = field(default_factory=dict)
+    # topic -> what is wrong with a record of it (None: nothing); see PublishedSchemas.
+    checks: dict[str, Callable[[Any], str | None]] = field(default_factory=dict)
+    # The records that do not match their published schema, with what is wrong.
+    mismatches: list[str] = field(default_factory=list)
 
     async def start(self) -> Collector:
         self.consumer = AIOKafkaConsumer(
@@ -180,10 +240,30 @@ class Collector:
 
     async def _run(self) -> None:
         async for record in self.consumer:
+            self._check(record)
             async with self.changed:
                 self.raw.setdefault(record.topic, []).append(record)
                 self.records.setdefault(record.topic, []).append(json.loads(record.value))
                 self.changed.notify_all()
+
+    def _check(self, record: Any) -> None:
+        check = self.checks.get(record.topic)
+        if check is None:
+            return
+        try:
+            problem = check(json.loads(record.value))
+        except ValueError as exc:
+            problem = f"not JSON: {exc}"
+        if problem is not None:
+            self.mismatches.append(
+                f"{record.topic}[{record.partition}]@{record.offset} does not match its published schema: "
+                f"{problem}\n{record.value.decode(errors='replace')[:2000]}"
+            )
+
+    def raise_mismatch(self) -> None:
+        """Fail the test at the first record that does not match its published schema."""
+        if self.mismatches:
+            raise AssertionError(self.mismatches[0])
 
     async def stop(self) -> None:
         self.task.cancel()
@@ -204,8 +284,10 @@ class Collector:
     async def wait_for(self, check: Callable[[], T], timeout: float = 30.0, what: str = "condition") -> T:
         async def satisfied() -> T:
             async with self.changed:
+                self.raise_mismatch()
                 while not (result := check()):
                     await self.changed.wait()
+                    self.raise_mismatch()
                 return result
 
         try:
@@ -443,6 +525,8 @@ async def open_service(
         }
         publisher = await Publisher(broker.bootstrap, client_options).start()
         collector = Collector(broker.bootstrap, [topics.events, topics.dlq], client_options=client_options)
+        schemas = published_schemas()
+        collector.checks = {topics.events: schemas.event, topics.dlq: schemas.dead_letter}
         log_path = tmp_path / f"worker-{prefix}.log"
         svc = Service(
             broker,
@@ -469,6 +553,8 @@ async def open_service(
             report = getattr(node, "rep_call", None)
             if report is not None and report.failed and log_path.exists():
                 print(f"--- worker log ({log_path}) ---\n" + log_path.read_text(errors="replace")[-8000:])
+            # Also a test that never waited for the mismatching record fails.
+            collector.raise_mismatch()
 
 
 @asynccontextmanager
