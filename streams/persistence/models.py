@@ -156,6 +156,8 @@ class Email(Base):
         Index("ix_emails_due", "status", "next_attempt_at"),
         Index("ix_emails_therapist_sent", "therapist_id", "sent_at"),
         Index("ix_emails_follow_up", "kind", "status", "follow_up_done_at", "sent_at"),
+        # The read API lists emails newest first by (created_at, id) (persistence/reads.py).
+        Index("ix_emails_created", "created_at", "id"),
     )
 
 
