@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, and_, or_, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from streams.persistence.models import (
     EMAILS,
@@ -109,13 +109,7 @@ def list_emails(session: Session, query: EmailQuery) -> EmailPage:
     if query.until is not None:
         statement = statement.where(EMAILS.c.created_at < query.until)
     if query.after is not None:
-        created_at, email_id = query.after
-        statement = statement.where(
-            or_(
-                EMAILS.c.created_at < created_at,
-                and_(EMAILS.c.created_at == created_at, EMAILS.c.id < email_id),
-            )
-        )
+        statement = statement.where(_beyond(EMAILS.c.created_at, EMAILS.c.id, query.after, newest_first=True))
     statement = statement.order_by(EMAILS.c.created_at.desc(), EMAILS.c.id.desc()).limit(query.limit + 1)
     rows = session.execute(statement).all()
     emails = tuple(
@@ -283,13 +277,7 @@ def list_calls(session: Session, query: CallQuery) -> CallPage:
     if query.scheduled_before is not None:
         statement = statement.where(PhoneCall.scheduled_at < query.scheduled_before)
     if query.after is not None:
-        scheduled_at, call_id = query.after
-        statement = statement.where(
-            or_(
-                PhoneCall.scheduled_at > scheduled_at,
-                and_(PhoneCall.scheduled_at == scheduled_at, PhoneCall.id > call_id),
-            )
-        )
+        statement = statement.where(_beyond(PhoneCall.scheduled_at, PhoneCall.id, query.after, newest_first=False))
     statement = statement.order_by(PhoneCall.scheduled_at, PhoneCall.id).limit(query.limit + 1)
     calls = list(session.scalars(statement))
     page = calls[: query.limit]
@@ -297,6 +285,21 @@ def list_calls(session: Session, query: CallQuery) -> CallPage:
     summaries = tuple(_call_summary(call, requests.get(call.id, ())) for call in page)
     more = len(calls) > query.limit
     return CallPage(summaries, (summaries[-1].scheduled_at, summaries[-1].id) if more else None)
+
+
+def _beyond(
+    time: ColumnElement[datetime] | InstrumentedAttribute[datetime],
+    id_: ColumnElement[int] | InstrumentedAttribute[int],
+    after: tuple[datetime, int],
+    *,
+    newest_first: bool,
+) -> ColumnElement[bool]:
+    """Keyset pagination: the rows that come after ``after`` = (time, id) in the order
+    (time, id), descending when ``newest_first``."""
+    at, row_id = after
+    if newest_first:
+        return or_(time < at, and_(time == at, id_ < row_id))
+    return or_(time > at, and_(time == at, id_ > row_id))
 
 
 def _requests_of(session: Session, call_ids: Sequence[int]) -> dict[int, tuple[int, ...]]:
