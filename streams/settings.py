@@ -13,14 +13,11 @@ import ssl
 from collections.abc import Mapping
 from datetime import timedelta, tzinfo
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
     ByteSize,
     ConfigDict,
     Field,
@@ -32,8 +29,8 @@ from pydantic import (
 )
 from sqlalchemy.engine import make_url
 
-from domain.durations import parse_duration
 from domain.schedule import Schedule, parse_schedule
+from streams.settings_mail import Duration, MailSettings, Positive
 
 PREFIX = "COMM_"
 # Variables whose value may instead be read from the file ``<NAME>_FILE`` names.
@@ -44,6 +41,8 @@ SECRET_VARIABLES = (
     "COMM_KAFKA_SASL_USERNAME",
     "COMM_KAFKA_SASL_PASSWORD",
     "COMM_API_TOKEN",
+    "COMM_UNSUBSCRIBE_SECRET",
+    "COMM_TRACKING_SECRET",
 )
 SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
 TLS_PROTOCOLS = ("SSL", "SASL_SSL")
@@ -53,26 +52,11 @@ WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # noqa: S104 - compared with, not bound 
 MIN_TOKEN_LENGTH = 16
 
 
-def _duration(value: Any) -> Any:
-    return parse_duration(value) if isinstance(value, str) else value
-
-
-def _positive(value: timedelta) -> timedelta:
-    if value <= timedelta(0):
-        raise ValueError("must be longer than zero")
-    return value
-
-
-Duration = Annotated[timedelta, BeforeValidator(_duration)]
-# Zero would make no sense (a zero-length slot, lease or interval, a busy loop).
-Positive = Annotated[timedelta, BeforeValidator(_duration), AfterValidator(_positive)]
-
-
 class SettingsError(ValueError):
     """A configuration value is invalid; the message names the variable."""
 
 
-class Settings(BaseModel):
+class Settings(MailSettings):
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore", arbitrary_types_allowed=True)
 
     kafka_broker: str = Field("kafka://localhost:9092", alias="COMM_KAFKA_BROKER")

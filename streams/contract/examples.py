@@ -102,6 +102,13 @@ INPUT_PAYLOADS: dict[str, dict[str, Any]] = {
         "outcomes": [{"placement_request_id": 4711, "outcome": "accepted", "notes": "ab Januar"}],
     },
     "communication.lift_email_suppression": {"therapist_id": 7, "reason": "Postfach wieder erreichbar"},
+    "communication.record_bounce": {
+        "message_id": "<20261123080012.42.7@therapieplatz.example>",
+        "type": "hard",
+        "diagnostic": "smtp; 550 5.1.1 user unknown",
+    },
+    "communication.set_contact_preference": {"therapist_id": 7, "channel": "phone_only"},
+    "communication.erase_patient": {"patient_id": 1234, "reason": "Löschantrag nach Art. 17 DSGVO"},
 }
 
 # Values by field name, for the published payloads (nested objects included).
@@ -176,6 +183,18 @@ EVENT_FIELD_VALUES: dict[str, dict[str, Any]] = {
         "notes": None,
     },
     "communication.email_updated": {"changed": ["subject"], "status": "entwurf"},
+    "communication.bounce_recorded": {"type": "hard", "soft_bounce_count": 0, "suppressed": True},
+    "communication.contact_preference_changed": {"channel": "phone_only", "source": "one_click", "comment": None},
+    "communication.email_opened": {"first_opened_at": "2026-11-23T09:30:00+01:00", "open_count": 1},
+    "communication.email_link_clicked": {"link_position": 1, "clicked_at": "2026-11-23T09:31:00+01:00"},
+    "communication.patient_erased": {
+        "therapist_id": None,
+        "waiting_requests": 1,
+        "emails": 1,
+        "batch_entries": 1,
+        "call_entries": 0,
+        "delivered_emails": 1,
+    },
     "communication.email_suppressed": {
         "reason": "550 5.1.1 <praxis.mueller@example.org>: mailbox unavailable",
     },

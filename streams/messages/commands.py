@@ -116,6 +116,34 @@ class LiftEmailSuppression(WireModel):
     reason: str | None = Field(None, max_length=500)
 
 
+class RecordBounce(WireModel):
+    """A bounce or complaint reported after the SMTP server accepted the email (from
+    the platform's bounce processor)."""
+
+    email_id: Id | None = None
+    message_id: str | None = Field(None, min_length=3, max_length=255)
+    type: Literal["hard", "soft", "complaint"]
+    diagnostic: str | None = Field(None, max_length=1000)
+    received_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _which(self) -> RecordBounce:
+        if self.email_id is None and self.message_id is None:
+            raise ValueError("give email_id or message_id: which email bounced")
+        return self
+
+
+class SetContactPreference(WireModel):
+    therapist_id: Id
+    channel: Literal["email", "phone_only"]
+    reason: str | None = Field(None, max_length=500)
+
+
+class ErasePatient(WireModel):
+    patient_id: Id
+    reason: str | None = Field(None, max_length=500)
+
+
 COMMANDS: dict[str, type[WireModel]] = {
     "communication.lift_email_suppression": LiftEmailSuppression,
     "communication.create_email": CreateEmail,
@@ -126,4 +154,7 @@ COMMANDS: dict[str, type[WireModel]] = {
     "communication.update_phone_call": UpdateCall,
     "communication.cancel_phone_call": CancelCall,
     "communication.record_call_outcome": CallOutcome,
+    "communication.record_bounce": RecordBounce,
+    "communication.set_contact_preference": SetContactPreference,
+    "communication.erase_patient": ErasePatient,
 }

@@ -171,7 +171,7 @@ EmailKind = Literal["contact_request", "follow_up", "confirmation", "manual"]
 EmailField = Literal["subject", "body_html", "body_text"]
 ResponseChannel = Literal["email", "phone"]
 # Why a call was booked; ``retry`` is in CONTRACT §4 (a retry is rescheduled today).
-CallReason = Literal["follow_up", "manual", "retry", "undeliverable"]
+CallReason = Literal["follow_up", "manual", "retry", "undeliverable", "phone_only"]
 # How a call ended (record_call_outcome's ``status``).
 CallEnd = Literal["completed", "no_answer", "busy", "wrong_number"]
 # A placement request dropped before it was emailed: its new status, or why the
@@ -179,6 +179,9 @@ CallEnd = Literal["completed", "no_answer", "busy", "wrong_number"]
 DropReason = Literal["cancelled", "withdrawn", "rejected", "closed", "accepted", "therapist_deleted", "contact_blocked"]
 LiftReason = Literal["address_changed", "lifted_by_staff"]
 Severity = Literal["warning", "error"]
+BounceType = Literal["hard", "soft", "complaint"]
+ContactChannel = Literal["email", "phone_only"]
+PreferenceSource = Literal["one_click", "command"]
 
 EmailId = Annotated[int, Field(description="the email (as in the read API and the commands)")]
 CallId = Annotated[int, Field(description="the phone call (as in the read API and the commands)")]
@@ -260,6 +263,45 @@ class EmailSuppressionLifted(OutputPayload):
     address_hash: str = Field(description="SHA-256 (hex) of the address, trimmed and case-folded")
     reason: LiftReason
     comment: Annotated[str | None, OMITTED, Field(description="the staff's reason, when they gave one")] = None
+
+
+@published("communication.bounce_recorded")
+class BounceRecorded(OutputPayload):
+    """A bounce or complaint about a sent email was recorded (``record_bounce``)."""
+
+    email_id: EmailId
+    type: BounceType
+    soft_bounce_count: int = Field(description="soft bounces in a row for the address, after this one")
+    suppressed: bool = Field(description="whether this bounce suppressed the address")
+
+
+@published("communication.contact_preference_changed")
+class ContactPreferenceChanged(OutputPayload):
+    """The therapist is now contacted by this channel. phone_only: no contact or
+    follow-up emails, waiting requests go to calls; confirmations still go by email."""
+
+    channel: ContactChannel
+    source: PreferenceSource = Field(description="one_click: the therapist's opt-out link; command: staff")
+    comment: Annotated[str | None, OMITTED, Field(description="the staff's reason, when they gave one")] = None
+
+
+@published("communication.email_opened")
+class EmailOpened(OutputPayload):
+    """Opt-in tracking (COMM_TRACK_OPENS): the email's image was first fetched. Mail
+    clients that prefetch images count as opens."""
+
+    email_id: EmailId
+    first_opened_at: Timestamp
+    open_count: int = Field(description="fetches of the image so far (published once, at the first)")
+
+
+@published("communication.email_link_clicked")
+class EmailLinkClicked(OutputPayload):
+    """Opt-in tracking (COMM_TRACK_CLICKS): a link of the email was first followed."""
+
+    email_id: EmailId
+    link_position: int = Field(description="which link of the email, counted from 1 in the order of the HTML body")
+    clicked_at: Timestamp
 
 
 # -- placement requests -----------------------------------------------------------------
@@ -369,6 +411,25 @@ class DailyCallList(OutputPayload):
     calls: list[ListedCall]
 
 
+# -- patients --------------------------------------------------------------------------
+
+
+@published("communication.patient_erased")
+class PatientErased(OutputPayload):
+    """``erase_patient`` removed a patient's details from everything the service
+    keeps. Emails already delivered cannot be recalled from the recipients' mailboxes."""
+
+    therapist_id: None = Field(  # type: ignore[assignment]
+        None, description="always null: a patient may concern several therapists; the key is the patient id"
+    )
+    patient_id: int
+    waiting_requests: int = Field(description="waiting requests whose details were removed (the requests stay)")
+    emails: int = Field(description="stored emails whose bodies were re-rendered without the patient")
+    batch_entries: int = Field(description="batch entries that lost the patient's details")
+    call_entries: int = Field(description="phone-call entries whose notes were removed")
+    delivered_emails: int = Field(description="of those emails, how many had been delivered (not recallable)")
+
+
 # -- the service itself -----------------------------------------------------------------
 
 
@@ -394,7 +455,8 @@ class Alert(OutputPayload):
     severity: Severity
     code: str = Field(
         description="what kind of alert: email_failed, email_undeliverable, template_override_broken, "
-        "no_call_slot, call_no_answer, call_busy, call_wrong_number, smtp_unavailable, event_unpublishable"
+        "no_call_slot, call_no_answer, call_busy, call_wrong_number, smtp_unavailable, event_unpublishable, "
+        "phone_only_without_hours"
     )
     email_id: Annotated[int | None, OMITTED, Field(description="the email it is about")] = None
     phone_call_id: Annotated[int | None, OMITTED, Field(description="the call it is about")] = None
