@@ -178,6 +178,45 @@ class LiftEmailSuppression:
 
 
 @dataclass(frozen=True)
+class SetContactPreference:
+    """``communication.set_contact_preference`` (``source`` command), or the
+    therapist's one-click opt-out (``source`` one_click, with the ``address`` the
+    link was made for: it changes nothing once the therapist's address has changed)."""
+
+    KIND: ClassVar[str] = "set_contact_preference"
+    event_id: str
+    therapist_id: int
+    channel: str  # "email" | "phone_only"
+    source: str  # "command" | "one_click"
+    comment: str | None = None
+    address: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {
+            "event_id": self.event_id,
+            "therapist_id": self.therapist_id,
+            "channel": self.channel,
+            "source": self.source,
+        }
+        if self.comment is not None:
+            wire["comment"] = self.comment
+        if self.address is not None:
+            wire["address"] = self.address
+        return wire
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Any]) -> Self:
+        return cls(
+            wire["event_id"],
+            int(wire["therapist_id"]),
+            wire["channel"],
+            wire["source"],
+            wire.get("comment"),
+            wire.get("address"),
+        )
+
+
+@dataclass(frozen=True)
 class Tick:
     """Time for a batch run, if one is due, on the partition the tick arrives on."""
 
@@ -308,6 +347,7 @@ InboxMessage = (
     | TherapistDeleted
     | CreateEmail
     | LiftEmailSuppression
+    | SetContactPreference
     | Tick
     | EmailSent
     | EmailFailed
@@ -324,6 +364,7 @@ _KINDS: dict[str, type[InboxMessage]] = {
         TherapistDeleted,
         CreateEmail,
         LiftEmailSuppression,
+        SetContactPreference,
         Tick,
         EmailSent,
         EmailFailed,
