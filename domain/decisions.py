@@ -126,8 +126,10 @@ class ForgetRequestDetails:
 
 @dataclass(frozen=True)
 class SuppressAddress:
-    """The therapist's address cannot be reached (a permanent recipient failure):
-    no email goes to it until the address changes or staff lift the suppression."""
+    """The therapist's address cannot be reached (a permanent recipient failure, a
+    hard bounce, a complaint): no email goes to it until the address changes or staff
+    lift the suppression. ``email_key`` names the decision: the failed email's key,
+    or the bounce command's id."""
 
     address: str
     reason: str
@@ -146,12 +148,46 @@ class LiftSuppression:
 @dataclass(frozen=True)
 class BookCall:
     """Reach the therapist by phone about these requests instead of by email (their
-    address is suppressed): downstream books the next free slot."""
+    address is suppressed, or they asked for phone only): downstream books the next
+    free slot. ``reason``: undeliverable or phone_only."""
 
     call_key: str
     requests: tuple[PlacementRequest, ...]
     reason: str
     decided_at: datetime
+
+
+@dataclass(frozen=True)
+class ReportBounce:
+    """A bounce or complaint was recorded (``bounce_recorded``), once per command."""
+
+    command_id: str
+    email_id: int
+    type: str
+    soft_bounce_count: int
+    suppressed: bool
+
+
+@dataclass(frozen=True)
+class ReportContactPreference:
+    """The therapist is now contacted by ``channel`` (``contact_preference_changed``)."""
+
+    channel: str
+    source: str  # "command" (staff) | "one_click" (the therapist's opt-out link)
+    comment: str | None
+    causation_id: str
+
+
+@dataclass(frozen=True)
+class AlertStaff:
+    """Something a person should look at (``communication.alert``); ``key`` names the
+    decision, so a replay repeats the same alert."""
+
+    code: str
+    severity: str
+    message: str
+    key: str
+    email_id: int | None = None
 
 
 Decision = (
@@ -166,4 +202,7 @@ Decision = (
     | SuppressAddress
     | LiftSuppression
     | BookCall
+    | ReportBounce
+    | ReportContactPreference
+    | AlertStaff
 )

@@ -15,11 +15,14 @@ class RequestInEmail:
     placement_request_id: int
     response_outcome: str | None  # the therapist's answer, if any
     request_status: str | None  # the matching service's status since the email
+    # Taken over since the email was sent: booked into a phone call (the email
+    # bounced and the request went to the phone). That call follows it up.
+    taken_over: bool = False
 
 
 def is_open(request: RequestInEmail) -> bool:
-    """Unanswered, not accepted and not closed: still worth a call."""
-    if request.response_outcome is not None:
+    """Unanswered, not accepted, not closed and not taken over: still worth a call."""
+    if request.response_outcome is not None or request.taken_over:
         return False
     return request.request_status not in CLOSING_STATUSES | {ACCEPTED}
 
@@ -39,7 +42,7 @@ class TherapistOnFile:
 
 class NoFollowUpReason(enum.StrEnum):
     ANSWERED = "answered"  # answered as a whole, without an outcome per request
-    NOTHING_OPEN = "nothing_open"  # every request was answered or closed
+    NOTHING_OPEN = "nothing_open"  # every request was answered, closed or taken over
     NOT_TO_BE_CONTACTED = "not_to_be_contacted"  # therapist deleted or blocked
 
 

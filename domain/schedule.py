@@ -89,7 +89,7 @@ class CronSchedule:
                 if self.wildcard:
                     runs.update(_occurrences(wall, self.zone))
                 else:
-                    runs.add(_resolve_local(wall, self.zone))
+                    runs.add(first_showing(wall, self.zone))
         return sorted(runs)
 
     def latest_at_or_before(self, moment: datetime) -> datetime:
@@ -121,8 +121,10 @@ def _occurrences(wall: datetime, zone: tzinfo) -> set[datetime]:
     return {instant for instant in (first, second) if _local(instant, zone) == wall}
 
 
-def _resolve_local(wall: datetime, zone: tzinfo) -> datetime:
-    """The one instant a fixed local time runs at (see the module docstring for DST)."""
+def first_showing(wall: datetime, zone: tzinfo) -> datetime:
+    """The first instant (UTC) at which the clock of ``zone`` shows ``wall``: for a
+    repeated time its first occurrence, for one skipped by a DST change the change
+    itself (see the module docstring; send windows open and close the same way)."""
     first = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
     if _local(first, zone) == wall:
         return first  # exists; for an ambiguous time fold=0 is the first occurrence

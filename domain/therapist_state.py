@@ -11,6 +11,9 @@ Every handler is idempotent: an event seen before (same ``event_id``) changes
 nothing, and a replayed effect (a request already known, an email already
 recorded) is recognised by its natural key as well, because after a crash the
 table may already contain the effect of an event that is delivered again.
+
+The rules of reaching the therapist (delivery failures, bounces, suppression, the
+contact preference, calls instead of email) are in domain.therapist_reach.
 """
 
 from __future__ import annotations
@@ -18,89 +21,54 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-from domain import batching, contact_limit
+from domain import batching, bounces, contact_limit
+from domain.bounces import SoftBounces
 from domain.decisions import (
     CONFIRMATION,
     CONTACT_REQUEST,
     FOLLOW_UP,
     MANUAL,
-    BookCall,
     Decision,
     DropRequest,
     KeepRequestDetails,
-    LiftSuppression,
     ManualEmailContent,
     RejectCommand,
     SendEmail,
     SendManualEmail,
     SettleEmailedRequest,
-    SuppressAddress,
     SyncDirectory,
 )
 from domain.placement import ACCEPTED, CLOSING_STATUSES, PlacementRequest
 from domain.therapist import TherapistProfile
 
-# What happened to a request that is no longer pending.
-EMAILED = "emailed"
+# Defined with the rules of reaching the therapist; named here as they always were.
+from domain.therapist_reach import ADDRESS_CHANGED as ADDRESS_CHANGED
+from domain.therapist_reach import CALLED as CALLED
+from domain.therapist_reach import CONTACT_BLOCKED as CONTACT_BLOCKED
+from domain.therapist_reach import EMAIL as EMAIL
+from domain.therapist_reach import EMAILED as EMAILED
+from domain.therapist_reach import LIFT_EMAIL_SUPPRESSION as LIFT_EMAIL_SUPPRESSION
+from domain.therapist_reach import LIFTED_BY_STAFF as LIFTED_BY_STAFF
+from domain.therapist_reach import PHONE_ONLY as PHONE_ONLY
+from domain.therapist_reach import THERAPIST_DELETED as THERAPIST_DELETED
+from domain.therapist_reach import UNDELIVERABLE as UNDELIVERABLE
+from domain.therapist_reach import InFlightEmail as InFlightEmail
+from domain.therapist_reach import Reach
+from domain.therapist_reach import Suppression as Suppression
+from domain.therapist_reach import Undeliverable as Undeliverable
+from domain.therapist_reach import same_address as same_address
+
+# What happened to a request that is no longer pending (and EMAILED, CALLED).
 DROPPED = "dropped"
 CONFIRMED = "confirmed"
 CLOSED = "closed"  # closed by the matching service after it was emailed
 REFUSED = "refused"  # dropped because the therapist could not be contacted; may come again
-CALLED = "called"  # handed to a phone call because the therapist's address is suppressed
 
 CREATE_EMAIL = "communication.create_email"
-LIFT_EMAIL_SUPPRESSION = "communication.lift_email_suppression"
-
-# Reasons given with ``placement_dropped``.
-THERAPIST_DELETED = "therapist_deleted"
-CONTACT_BLOCKED = "contact_blocked"
-
-# Why a suppression ended (``email_suppression_lifted``), and why a call is booked.
-ADDRESS_CHANGED = "address_changed"
-LIFTED_BY_STAFF = "lifted_by_staff"
-UNDELIVERABLE = "undeliverable"
-
-
-def same_address(a: str, b: str) -> bool:
-    # The domain part is case-insensitive; local parts are in practice too.
-    return a.strip().casefold() == b.strip().casefold()
-
-
-@dataclass(frozen=True)
-class Undeliverable:
-    """Delivery's report that an email failed for good because its recipient's
-    address cannot be reached (domain.recipient_failure)."""
-
-    address: str
-    reason: str
-    email_id: int | None
-
-
-@dataclass(frozen=True)
-class Suppression:
-    """No email goes to ``address`` while this holds."""
-
-    address: str
-    reason: str
-    email_id: int | None
-    since: datetime
 
 
 @dataclass
-class InFlightEmail:
-    """An email decided here whose delivery has not been confirmed yet."""
-
-    email_key: str
-    kind: str
-    placement_request_ids: tuple[int, ...]
-    decided_at: datetime
-    # Counts toward the weekly contact limit (contact requests, follow-ups and manual
-    # emails that respect the limit); while it is in flight no other such email goes.
-    limited: bool = True
-
-
-@dataclass
-class TherapistState:
+class TherapistState(Reach):
     therapist_id: int
     profile: TherapistProfile | None = None
     # occurred_at of the last directory event applied; older ones are stale.
@@ -118,6 +86,9 @@ class TherapistState:
     # suppressed; confirmed once the therapist (or a reachable address) arrives.
     awaiting_confirmation: dict[int, PlacementRequest] = field(default_factory=dict)
     suppression: Suppression | None = None
+    contact_channel: str = EMAIL
+    # Soft-bounced emails in a row to one address (domain.bounces).
+    soft_bounces: SoftBounces | None = None
 
     def copy(self) -> TherapistState:
         """An independent copy to apply an event to, so the stored value only
@@ -134,6 +105,8 @@ class TherapistState:
             seen_events=dict(self.seen_events),
             awaiting_confirmation=dict(self.awaiting_confirmation),
             suppression=self.suppression,
+            contact_channel=self.contact_channel,
+            soft_bounces=self.soft_bounces,
         )
 
     def memory_size(self) -> int:
@@ -314,13 +287,18 @@ class TherapistState:
         original_sent_at: datetime | None,
         now: datetime,
     ) -> list[Decision]:
-        """A sent email's requests are still open and there is no phone availability:
-        a follow-up email, which counts toward (and waits for) the weekly limit."""
+        """A sent email's requests are still open and no call could be booked (no
+        phone hours, or no free slot): a follow-up email, which counts toward (and
+        waits for) the weekly limit. Not for a therapist who is not emailed
+        (``phone_reason``): with phone hours the requests wait for a call at the next
+        batch run; without, they stay with the email and nothing goes."""
         if self._replayed(email_key, now) or self.profile is None or self._refusal_reason() is not None:
             return []
-        if not requests or self.suppression is not None:
-            # Suppressed: only a therapist without phone hours gets a follow-up email,
-            # and their address cannot be reached; the requests stay with the email.
+        if not requests:
+            return []
+        if self.phone_reason is not None:
+            if self.profile.availability:
+                self._take_back(requests)
             return []
         self.in_flight[email_key] = InFlightEmail(
             email_key, FOLLOW_UP, tuple(r.placement_request_id for r in requests), now, limited=True
@@ -334,7 +312,7 @@ class TherapistState:
         """At a batch run: one email with every waiting request, if the limit allows."""
         if not self.pending or self.profile is None or self._refusal_reason() is not None:
             return None
-        if self.suppression is not None or not self.may_contact(run_at, interval):
+        if self.phone_reason is not None or not self.may_contact(run_at, interval):
             return None
         requests = batching.batch_requests(self.pending.values())
         key = batching.contact_email_key(self.therapist_id, run_at)
@@ -354,99 +332,21 @@ class TherapistState:
         )
         return decision
 
-    def plan_phone_call(self, call_key: str, now: datetime) -> BookCall | None:
-        """The address is suppressed and the therapist has phone hours: the waiting
-        requests go to a phone call instead of waiting for an email that cannot
-        arrive. ``call_key`` is stable for the decision, so a replay books nothing new."""
-        if self.suppression is None or not self.pending or self.profile is None:
-            return None
-        if not self.profile.availability or self._refusal_reason() is not None:
-            return None
-        requests = batching.batch_requests(self.pending.values())
-        for request in requests:
-            self.settled[request.placement_request_id] = (CALLED, now)
-        self.pending.clear()
-        return BookCall(call_key, requests, UNDELIVERABLE, now)
-
     def may_contact(self, now: datetime, interval: timedelta) -> bool:
         """No limited email in flight and none sent within the window."""
         if any(email.limited for email in self.in_flight.values()):
             return False
         return contact_limit.may_contact(self.contact_sent_at, now, interval)
 
-    # -- delivery feedback -------------------------------------------------------
+    # -- delivery feedback (failures and bounces: domain.therapist_reach) -------
 
     def email_sent(self, email_key: str, limited: bool, sent_at: datetime, interval: timedelta) -> None:
         self.in_flight.pop(email_key, None)
+        self.soft_bounces = bounces.sent(self.soft_bounces, sent_at)
         if limited and sent_at not in self.contact_sent_at:
             self.contact_sent_at = list(
                 contact_limit.sliding_window([*self.contact_sent_at, sent_at], sent_at, interval)
             )
-
-    def email_failed(
-        self,
-        email_key: str,
-        returned: tuple[PlacementRequest, ...] = (),
-        undeliverable: Undeliverable | None = None,
-        now: datetime | None = None,
-    ) -> list[Decision]:
-        """Failed for good: it no longer holds the window (it was never delivered),
-        and the requests it carried (``returned``) wait for the next email, unless
-        they were closed or confirmed meanwhile or the therapist is out of reach.
-
-        ``undeliverable``: the address itself cannot be reached. If it is still the
-        therapist's address, email to it is suppressed (once: the report of a second
-        email to the same address changes nothing), and with phone hours the waiting
-        requests go to a call at once."""
-        self.in_flight.pop(email_key, None)
-        if self._refusal_reason() is not None:
-            return []
-        for request in returned:
-            request_id = request.placement_request_id
-            if self.settled.get(request_id, (None,))[0] == EMAILED:
-                del self.settled[request_id]
-                self.pending[request_id] = replace(request, patient={})
-        if undeliverable is None or self.profile is None or self.suppression is not None:
-            return []
-        if not same_address(self.profile.email, undeliverable.address):
-            return []  # the address changed meanwhile: the next email goes to the new one
-        if now is None:
-            raise ValueError("now is needed to record a suppression")  # the domain reads no clock
-        when = now
-        self.suppression = Suppression(undeliverable.address, undeliverable.reason, undeliverable.email_id, when)
-        decisions: list[Decision] = [
-            SuppressAddress(undeliverable.address, undeliverable.reason, undeliverable.email_id, email_key)
-        ]
-        call = self.plan_phone_call(batching.derived_key("undeliverable_call", email_key), when)
-        if call is not None:
-            decisions.append(call)
-        return decisions
-
-    def call_not_booked(self, requests: tuple[PlacementRequest, ...]) -> None:
-        """No slot was free for the call: the requests wait for the next batch run."""
-        for request in requests:
-            request_id = request.placement_request_id
-            if self.settled.get(request_id, (None,))[0] == CALLED:
-                del self.settled[request_id]
-                self.pending[request_id] = replace(request, patient={})
-
-    def lift_suppression(self, command_id: str, comment: str | None, now: datetime) -> list[Decision]:
-        """``communication.lift_email_suppression``: staff say the address works again."""
-        if self._replayed(command_id, now):
-            return []
-        if self.suppression is None:
-            return [
-                RejectCommand(
-                    command_id, LIFT_EMAIL_SUPPRESSION, f"email to therapist {self.therapist_id} is not suppressed"
-                )
-            ]
-        return [self._lift(LIFTED_BY_STAFF, command_id, comment), *self._release_confirmations(now)]
-
-    def _lift(self, reason: str, causation_id: str, comment: str | None = None) -> LiftSuppression:
-        assert self.suppression is not None
-        address = self.suppression.address
-        self.suppression = None
-        return LiftSuppression(address, reason, causation_id, comment)
 
     # -- housekeeping ------------------------------------------------------------
 
@@ -472,13 +372,6 @@ class TherapistState:
 
     def _stale(self, occurred_at: datetime) -> bool:
         return self.profile_as_of is not None and occurred_at.astimezone(UTC) < self.profile_as_of.astimezone(UTC)
-
-    def _refusal_reason(self) -> str | None:
-        if self.deleted:
-            return THERAPIST_DELETED
-        if self.profile is not None and self.profile.contact_blocked:
-            return CONTACT_BLOCKED
-        return None
 
     def _drop_all_pending(self, reason: str, now: datetime) -> list[Decision]:
         drops: list[Decision] = [

@@ -23,6 +23,8 @@ from streams.agents.sender import SenderAgent
 from streams.agents.therapist import TherapistAgent
 from streams.agents.ticks import send_ticks
 from streams.api.pages import serve_api
+from streams.api.tracking import serve_tracking
+from streams.api.unsubscribe import serve_unsubscribe
 from streams.clock import utcnow
 from streams.delivery.loop import DeliveryService
 from streams.delivery.mailer import Mailer, smtp_mailers
@@ -33,6 +35,7 @@ from streams.delivery.store import SqlDeliveryStore
 from streams.delivery.wakeups import Wakeups
 from streams.email.context import Identity
 from streams.email.rendering import Renderer
+from streams.email.unsubscribe import OptOut
 from streams.kafka.app import create_app
 from streams.kafka.table import declare_therapist_table
 from streams.kafka.topics import declare_topics
@@ -40,6 +43,7 @@ from streams.ops.metrics import Metrics, PrometheusMetrics, serve_metrics
 from streams.ops.web import serve_probes
 from streams.persistence.call_booking import CallPolicy
 from streams.persistence.db import Database
+from streams.persistence.delivery_queue import SendWindowPolicy
 from streams.persistence.outbox import Channels
 from streams.settings import Settings
 
@@ -75,7 +79,7 @@ def retry_policy(settings: Settings) -> RetryPolicy:
 
 
 def sender_identity(settings: Settings) -> Identity:
-    return Identity(settings.sender_email, settings.sender_name)
+    return Identity(settings.sender_email, settings.sender_name, OptOut.from_settings(settings))
 
 
 @dataclass
@@ -128,7 +132,8 @@ def build_delivery(
     beacon: Any = None,
 ) -> DeliveryService:
     """The one place a delivery loop is built: in the worker, and in the delivery process."""
-    store = SqlDeliveryStore(database, worker_id, channels, retry_delay=settings.poll_interval)
+    window = SendWindowPolicy.of(settings.send_window, settings.timezone, settings.send_window_confirmations)
+    store = SqlDeliveryStore(database, worker_id, channels, retry_delay=settings.poll_interval, window=window)
     return DeliveryService(
         settings,
         store,
@@ -199,6 +204,8 @@ def build_app(services: Services) -> ServiceApp:
     table = declare_therapist_table(app, settings)
     serve_api(app, settings, services.database, table, clock)  # /api/…, when a token is configured
     channels = Channels(events=topics.events.get_topic_name(), inbox=topics.inbox.get_topic_name())
+    serve_tracking(app, settings, services.database, channels.events, services.wakeups, clock)  # /t/…, opt-in
+    serve_unsubscribe(app, settings, services.database, topics.inbox)  # /unsubscribe/…, when configured
 
     app.agent(topics.matching, name="ingest-matching")(matching_ingest(topics, clock, settings, metrics))
     app.agent(topics.therapists, name="ingest-therapists")(therapist_ingest(topics, clock, settings, metrics))
@@ -213,6 +220,8 @@ def build_app(services: Services) -> ServiceApp:
             services.call_policy,
             settings,
             metrics=metrics,
+            render=services.renderer.render,
+            identity=services.identity,
         )
     )
     app.agent(topics.send_commands, name="sender")(

@@ -11,6 +11,7 @@ for a fixed time.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,10 +19,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from domain.decisions import CONTACT_REQUEST
+from domain.rate_limit import Rate, capacity, reserve, until_free
 from domain.retry import RetryPolicy, backoff_delay, should_retry
 from streams.delivery.mailer import Mailer, SendError, SmtpUnavailable
 from streams.delivery.mime import OutgoingEmail, RawMessage
-from streams.delivery.store import DeliveryStore, StoreUnavailable
+from streams.delivery.store import DeliveryStore, RateLimitedClaim, StoreUnavailable
 from streams.kafka.topics import Topics
 from streams.ops.metrics import Metrics, Outcome, SendFailure
 from streams.persistence.delivery_queue import ClaimedEmail
@@ -231,6 +233,10 @@ class FakeDeliveryStore(DeliveryStore):
         self.alerts: list[Alert] = []
         self.unavailable_claims = 0  # the next claims that fail
         self.claim_attempts = 0
+        # The send rate's schedule, on a clock of its own, as the database's is.
+        self.last_slot: datetime | None = None
+        self.reserved: list[datetime] = []  # every send slot handed out
+        self.rate_claims = 0
 
     async def until(self, condition: Callable[[], bool], what: str = "the condition", timeout: float = WAIT) -> None:
         await self.changes.until(condition, what, timeout)
@@ -265,6 +271,22 @@ class FakeDeliveryStore(DeliveryStore):
         self.claims.append([row.email.id for row in due])
         self.changes.changed()
         return [row.email for row in due]
+
+    async def claim_at_rate(
+        self, now: datetime, limit: int, lease: timedelta, contact_interval: timedelta, rate: Rate, horizon: timedelta
+    ) -> RateLimitedClaim:
+        """``claim``, within the rate, on a schedule kept by the real clock."""
+        self.rate_claims += 1
+        at, read_at = datetime.now(UTC), time.monotonic()
+        free = capacity(self.last_slot, at, rate, horizon)
+        if free == 0:
+            self.changes.changed()
+            return RateLimitedClaim([], [], until_free(self.last_slot, at, rate, horizon).total_seconds())
+        emails = await self.claim(now, min(limit, free), lease, contact_interval)
+        reservation = reserve(self.last_slot, at, len(emails), rate, horizon)
+        self.last_slot = reservation.last_slot
+        self.reserved += reservation.slots
+        return RateLimitedClaim(emails, [read_at + (slot - at).total_seconds() for slot in reservation.slots])
 
     async def renew(self, email_ids: Sequence[int], now: datetime, lease: timedelta) -> set[int]:
         self.renewals.append(list(email_ids))
@@ -432,6 +454,9 @@ class RecordingMetrics(Metrics):
 
     def smtp_send_took(self, seconds: float) -> None:
         self.durations.setdefault("smtp_send", []).append(seconds)
+
+    def rate_waited(self, seconds: float) -> None:
+        self.durations.setdefault("rate_wait", []).append(seconds)
 
     def batch_run_took(self, seconds: float) -> None:
         self.durations.setdefault("batch_run", []).append(seconds)

@@ -1,7 +1,8 @@
 """The command agent: ``communication-commands`` in (CONTRACT §3).
 
 Thin: validate (malformed -> DLQ), then either hand the command to the therapist
-agent (``create_email`` needs the therapist's directory entry and weekly window)
+agent (``create_email`` needs the therapist's directory entry and weekly window,
+``set_contact_preference`` and ``lift_email_suppression`` change the therapist's state)
 or carry it out on the stored emails in one transaction (streams.persistence.processed_commands),
 retrying while the database is unavailable so that no command is skipped.
 """
@@ -19,17 +20,20 @@ import faust
 
 from domain.decisions import ManualEmailContent
 from streams.delivery.wakeups import Wakeups
+from streams.email.context import Identity
+from streams.email.rendering import Renderer
 from streams.kafka.dead_letters import dead_letter_waiting
 from streams.kafka.publishing import PublishRefused, until_published
 from streams.kafka.topics import Topics
 from streams.messages import inbox
 from streams.messages.codec import encode
-from streams.messages.commands import COMMANDS, CreateEmail, LiftEmailSuppression
+from streams.messages.commands import COMMANDS, CreateEmail, LiftEmailSuppression, SetContactPreference
 from streams.messages.parsing import InputEvent, Rejection, parse_input
 from streams.ops.logs import ThrottledWarning, bind_log_context, log_failure
 from streams.ops.metrics import NO_METRICS, Metrics, Outcome
-from streams.persistence import call_booking, call_commands, email_commands, processed_commands
+from streams.persistence import bounces, call_booking, call_commands, email_commands, erasure, processed_commands
 from streams.persistence.db import Database, run_retrying
+from streams.persistence.email_creation import Render
 from streams.persistence.outbox import Channels
 from streams.settings import Settings
 
@@ -51,10 +55,17 @@ class CommandAgent:
         settings: Settings,
         *,
         metrics: Metrics = NO_METRICS,
+        render: Render | None = None,
+        identity: Identity | None = None,
     ) -> None:
+        # Erasure renders stored emails again: the worker's renderer and sender, when given.
+        render = render or Renderer(settings.timezone, settings.template_dir).render
+        identity = identity or Identity(settings.sender_email, settings.sender_name)
         # The call commands need the booking rules (slot, notice, horizon, capacity, attempts).
         self.handlers: dict[str, processed_commands.Handler] = {
             **email_commands.HANDLERS,
+            **bounces.HANDLERS,
+            **erasure.handlers(render, identity),
             **{name: partial(handler, policy=policy) for name, handler in call_commands.CALL_HANDLERS.items()},
         }
         self.topics = topics
@@ -169,7 +180,9 @@ class CommandAgent:
         return outcome
 
 
-def _for_therapist(command: InputEvent) -> inbox.CreateEmail | inbox.LiftEmailSuppression | None:
+def _for_therapist(
+    command: InputEvent,
+) -> inbox.CreateEmail | inbox.LiftEmailSuppression | inbox.SetContactPreference | None:
     """The inbox message for a command that needs the therapist agent's state, or None."""
     match command.payload:
         case CreateEmail() as payload:
@@ -188,6 +201,10 @@ def _for_therapist(command: InputEvent) -> inbox.CreateEmail | inbox.LiftEmailSu
             return inbox.CreateEmail(command.event_id, payload.therapist_id, content)
         case LiftEmailSuppression() as payload:
             return inbox.LiftEmailSuppression(command.event_id, payload.therapist_id, payload.reason)
+        case SetContactPreference() as payload:
+            return inbox.SetContactPreference(
+                command.event_id, payload.therapist_id, payload.channel, "command", comment=payload.reason
+            )
     return None
 
 

@@ -13,15 +13,17 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import datetime, tzinfo
 from functools import partial
 from typing import Any, cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import faust
 
-from domain import batching, schedule
+from domain import batching, schedule, send_window
 from domain.decisions import (
     CONFIRMATION,
+    AlertStaff,
     BookCall,
     Decision,
     DropRequest,
@@ -29,6 +31,8 @@ from domain.decisions import (
     KeepRequestDetails,
     LiftSuppression,
     RejectCommand,
+    ReportBounce,
+    ReportContactPreference,
     SendEmail,
     SendManualEmail,
     SettleEmailedRequest,
@@ -44,13 +48,20 @@ from streams.kafka.topics import Topics
 from streams.messages import inbox, send_commands
 from streams.messages.codec import dumps, encode, state_to_wire
 from streams.messages.outputs import (
+    Alert,
+    BounceRecorded,
+    BounceType,
     CommandRejected,
+    ContactChannel,
+    ContactPreferenceChanged,
     DropReason,
     EmailSuppressed,
     EmailSuppressionLifted,
     LiftReason,
     OutputPayload,
     PlacementDropped,
+    PreferenceSource,
+    Severity,
     encode_event,
 )
 from streams.ops.logs import ThrottledWarning, bind_log_context, log_failure
@@ -103,6 +114,7 @@ class TherapistAgent:
             inbox.TherapistDeleted: settings.topic_therapists,
             inbox.CreateEmail: settings.topic_commands,
             inbox.LiftEmailSuppression: settings.topic_commands,
+            inbox.SetContactPreference: settings.topic_commands,
         }
         self.broker_warning = ThrottledWarning(log)
 
@@ -154,6 +166,8 @@ class TherapistAgent:
         )
 
     def _count_input(self, message: inbox.InboxMessage, outcome: Outcome) -> None:
+        if isinstance(message, inbox.SetContactPreference) and message.source != "command":
+            return  # the one-click opt-out came over HTTP, not on an input topic
         source = self.sources.get(type(message))
         if source is not None:
             self.metrics.input_event(source, outcome)
@@ -183,6 +197,10 @@ class TherapistAgent:
                 return []
             case inbox.LiftEmailSuppression(event_id=event_id, reason=reason):
                 return state.lift_suppression(event_id, reason, now)
+            case inbox.BounceRecorded(command_id=command_id, bounce=bounce, returned=returned):
+                return state.bounce_recorded(command_id, bounce, returned, self.settings.soft_bounce_limit, now)
+            case inbox.SetContactPreference(event_id=event_id, channel=channel, source=source):
+                return state.set_contact_preference(event_id, channel, source, message.comment, message.address, now)
             case inbox.FollowUpEmail(email_id=email_id, requests=requests, original_sent_at=sent_at):
                 return state.follow_up_email(batching.derived_key("follow_up", email_id), requests, sent_at, now)
             case inbox.CreateEmail(event_id=event_id, content=content):
@@ -192,7 +210,10 @@ class TherapistAgent:
 
     async def batch_run(self, partition: int, now: datetime) -> None:
         """On a tick: if a scheduled run is due on this partition, email every
-        eligible therapist of this partition, most-waiting first."""
+        eligible therapist of this partition, most-waiting first (or book a call for
+        those whom email does not reach or who asked for phone only). A therapist
+        whose send window (``COMM_SEND_WINDOW``) is closed at the run is left out:
+        the requests wait for the first run inside it."""
         started = time.perf_counter()
         key = bookmark_key(partition)
         bookmark = self.table.get(key)
@@ -211,13 +232,16 @@ class TherapistAgent:
             if not state.pending:
                 continue
             updated = state.copy()
-            if updated.suppression is not None:
-                # Email cannot reach them: with phone hours, a call for what waits.
+            reason = updated.phone_reason
+            if reason is not None:
+                # Email cannot reach them, or they want none: with phone hours, a call for what waits.
                 call = updated.plan_phone_call(
-                    batching.derived_key("undeliverable_call", updated.therapist_id, run_at.isoformat()), run_at
+                    batching.derived_key(f"{reason}_call", updated.therapist_id, run_at.isoformat()), run_at
                 )
                 if call is not None:
                     calls.append((updated, call))
+                continue
+            if not self._window_open(updated, run_at):
                 continue
             decision = updated.plan_contact_email(run_at, interval)
             if decision is not None:
@@ -241,6 +265,20 @@ class TherapistAgent:
                 partition,
                 len(planned),
             )
+
+    def _window_open(self, state: TherapistState, at: datetime) -> bool:
+        window = self.settings.send_window
+        if window is None:
+            return True
+        return send_window.is_open(window, self._zone_of(state), at)
+
+    def _zone_of(self, state: TherapistState) -> tzinfo:
+        """The therapist's time zone (validated at ingest), else ``COMM_TIMEZONE``."""
+        name = state.profile.timezone if state.profile is not None else None
+        try:
+            return ZoneInfo(name) if name else cast(tzinfo, self.settings.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            return cast(tzinfo, self.settings.timezone)
 
     def _states_of(self, partition: int) -> Iterable[TherapistState]:
         """The therapists whose inbox messages arrive on ``partition`` (the table may
@@ -287,6 +325,34 @@ class TherapistAgent:
                     )
                     key = batching.derived_key("email_suppression_lifted", decision.causation_id)
                     pending.append(await self._event(lifted, key, decision.causation_id))
+                case ReportBounce():
+                    recorded = BounceRecorded(
+                        therapist_id=therapist_id,
+                        email_id=decision.email_id,
+                        type=cast(BounceType, decision.type),
+                        soft_bounce_count=decision.soft_bounce_count,
+                        suppressed=decision.suppressed,
+                    )
+                    key = batching.derived_key("bounce_recorded", decision.command_id)
+                    pending.append(await self._event(recorded, key, decision.command_id))
+                case ReportContactPreference():
+                    changed = ContactPreferenceChanged(
+                        therapist_id=therapist_id,
+                        channel=cast(ContactChannel, decision.channel),
+                        source=cast(PreferenceSource, decision.source),
+                        comment=decision.comment or None,
+                    )
+                    key = batching.derived_key("contact_preference_changed", decision.causation_id)
+                    pending.append(await self._event(changed, key, causation))
+                case AlertStaff():
+                    alert = Alert(
+                        therapist_id=therapist_id,
+                        severity=cast(Severity, decision.severity),
+                        code=decision.code,
+                        email_id=decision.email_id,
+                        message=decision.message,
+                    )
+                    pending.append(await self._event(alert, batching.derived_key("alert", decision.key), causation))
                 case SendManualEmail():
                     pending.append(await self._send(send_commands.SendEmail.manual(therapist_id, decision)))
                 case SyncDirectory(profile=profile, deleted=deleted):

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from domain import contact_limit
 from domain.placement import registration_order
 from domain.schedule import Schedule
-from domain.therapist_state import TherapistState
+from domain.therapist_state import PHONE_ONLY, TherapistState, same_address
 from streams.persistence.reads import CallSummary, StoredEmail, TherapistRecords
 
 # An email the therapist agent decided whose row the sender agent has not stored yet.
@@ -98,6 +98,10 @@ class TherapistCommunication:
     next_contact_email_at: datetime | None
     suppression: Suppression | None
     upcoming_calls: tuple[CallSummary, ...]
+    # "email", or "phone_only": waiting requests go to calls (confirmations still by email).
+    contact_channel: str
+    # Soft-bounced emails in a row to the therapist's current address.
+    soft_bounce_count: int
 
 
 def communication(
@@ -121,7 +125,13 @@ def communication(
         may_contact_now=state.may_contact(now, interval),
     )
     blocked = profile is not None and profile.contact_blocked
-    can_email = profile is not None and not state.deleted and not blocked and state.suppression is None
+    can_email = (
+        profile is not None
+        and not state.deleted
+        and not blocked
+        and state.suppression is None
+        and state.contact_channel != PHONE_ONLY
+    )
     next_email = None
     if state.pending and can_email and not held:
         next_email = _first_run_from(batch_schedule, max(now, next_allowed or now), now)
@@ -146,7 +156,16 @@ def communication(
         if suppression is None
         else Suppression(suppression.address, suppression.reason, suppression.email_id, suppression.since),
         upcoming_calls=records.scheduled_calls,
+        contact_channel=state.contact_channel,
+        soft_bounce_count=_soft_bounce_count(state),
     )
+
+
+def _soft_bounce_count(state: TherapistState) -> int:
+    row = state.soft_bounces
+    if row is None or state.profile is None or not same_address(row.address, state.profile.email):
+        return 0
+    return row.count
 
 
 def _in_flight(state: TherapistState, stored: tuple[StoredEmail, ...]) -> tuple[EmailInFlight, ...]:

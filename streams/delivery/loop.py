@@ -13,6 +13,12 @@ reached at all (no session: connect, TLS or login fails) is an outage: the claim
 emails go back to the queue untouched, delivery waits with backoff, and an alert
 is raised if it lasts; otherwise a maintenance window would fail every queued email
 for good.
+
+With a send rate (COMM_SMTP_RATE_LIMIT) the loop claims only what the rate lets go
+within ``RATE_HORIZON``, each email with a send slot from the schedule all workers
+share (streams/persistence/send_rate.py), and sends each at its slot: the emails
+over the limit wait unclaimed in the queue, in priority order, and none fails
+because of the limit. Without one, nothing of this runs.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,8 +39,11 @@ from mode import Service
 from domain.retry import RetryPolicy
 from streams.delivery.mailer import Mailer, SmtpUnavailable, classify
 from streams.delivery.mime import RawMessage, build_message
+from streams.delivery.pacing import LATE, Slots
 from streams.delivery.store import DeliveryStore, StoreUnavailable
+from streams.delivery.tracking import Tracking
 from streams.delivery.wakeups import Wakeups
+from streams.email.unsubscribe import OptOut, with_opt_out
 from streams.ops.logs import ThrottledWarning, bind_log_context
 from streams.ops.metrics import NO_METRICS, Metrics, SendFailure
 from streams.persistence.delivery_queue import ClaimedEmail
@@ -44,6 +54,12 @@ log = logging.getLogger(__name__)
 # Sent emails recorded per commit, and commits that may run behind the sends.
 RECORD_GROUP = 8
 GROUPS_IN_FLIGHT = 2
+
+# With a send rate: how far ahead emails are claimed and their send slots reserved.
+# Long enough for a claim to fill a few connections, short enough that a more
+# urgent email arriving meanwhile waits for little, and that a worker stopping
+# loses few slots (the rate is then slower, never faster).
+RATE_HORIZON = timedelta(seconds=1)
 
 
 def stop_grace(settings: Settings) -> float:
@@ -79,6 +95,17 @@ class Outage:
         return self.since is not None and not self.alerted and now - self.since >= self.alert_after
 
 
+@dataclass
+class Claimed:
+    """One claim: the emails, most urgent first, and with a send rate their send
+    slots (on ``time.monotonic()``), one per email, in order."""
+
+    emails: list[ClaimedEmail]
+    slots: Slots | None = None
+    # Nothing was claimed because no slot is free yet: seconds until one is.
+    until_free: float = 0.0
+
+
 class DeliveryService(Service):  # type: ignore[misc]
     def __init__(
         self,
@@ -106,7 +133,12 @@ class DeliveryService(Service):  # type: ignore[misc]
         self.wakeups = wakeups
         self.clock = clock
         self.outage = Outage(settings)
+        # Added as each message is built: the one-click opt-out headers, opt-in tracking.
+        self.opt_out = OptOut.from_settings(settings)
+        self.tracking = Tracking.from_settings(settings)
         self.smtp_warning = ThrottledWarning(log)
+        self.rate_warning = ThrottledWarning(log)
+        self._sent_none = False  # the last claim's slots were all missed
         self.sent = 0
         self._loop_ended = asyncio.Event()  # set whenever the delivery loop is not running
         self._loop_ended.set()
@@ -121,7 +153,7 @@ class DeliveryService(Service):  # type: ignore[misc]
 
     async def _deliver_until_stopped(self) -> None:
         pause = self.settings.poll_interval.total_seconds()
-        ahead: asyncio.Future[list[ClaimedEmail]] | None = None
+        ahead: asyncio.Future[Claimed] | None = None
         while not self.should_stop:
             self.wakeups.delivery.clear()
             try:
@@ -131,29 +163,58 @@ class DeliveryService(Service):  # type: ignore[misc]
                 continue
             finally:
                 ahead = None
-            if not claimed:
+            if claimed.until_free:
+                await self._wait_for_rate(claimed.until_free)
+                continue
+            if not claimed.emails:
                 await self.wait_for_stopped(self.wakeups.delivery.wait(), timeout=pause)
                 continue
+            if claimed.slots is not None and self._sent_none:
+                claimed.slots.allow_late_first()
             available, ahead = await self._send_all(claimed)
+            if claimed.slots is not None:
+                self._paced(claimed.slots)
             if not available:
                 await self.sleep(self.outage.next_pause())
 
-    def _claim(self) -> asyncio.Future[list[ClaimedEmail]]:
-        return asyncio.ensure_future(
-            self.store.claim(
-                self.clock(),
-                self.settings.delivery_batch_size,
-                self.settings.delivery_lease,
-                self.settings.contact_interval,
-            )
-        )
+    def _claim(self) -> asyncio.Future[Claimed]:
+        return asyncio.ensure_future(self._claim_now())
 
-    async def _send_all(self, claimed: list[ClaimedEmail]) -> tuple[bool, asyncio.Future[list[ClaimedEmail]] | None]:
+    async def _claim_now(self) -> Claimed:
+        now, limit = self.clock(), self.settings.delivery_batch_size
+        lease, interval = self.settings.delivery_lease, self.settings.contact_interval
+        rate = self.settings.smtp_rate_limit
+        if rate is None:
+            return Claimed(await self.store.claim(now, limit, lease, interval))
+        claim = await self.store.claim_at_rate(now, limit, lease, interval, rate, RATE_HORIZON)
+        return Claimed(claim.emails, Slots(claim.send_at), claim.until_free)
+
+    def _paced(self, slots: Slots) -> None:
+        self._sent_none = slots.sent_none
+        if slots.missed:
+            self.rate_warning(
+                "delivery gave up %d send slot(s) it was more than %.0f ms late for (the process was held up); "
+                "the rate is kept, slower",
+                slots.missed,
+                LATE * 1000,
+            )
+
+    async def _wait_for_rate(self, seconds: float) -> None:
+        started = time.monotonic()
+        await self.sleep(seconds)
+        self.metrics.rate_waited(time.monotonic() - started)
+
+    async def _send_all(self, claimed: Claimed) -> tuple[bool, asyncio.Future[Claimed] | None]:
         """Send the claimed emails, in order, over the mailers' connections at once.
 
         Returns whether the SMTP server was available, and (with ``claim_ahead``)
         the next claim, made while the second half of this one is sent, so no
         connection waits for the database between claims.
+
+        With a send rate each email goes at the next slot, whichever connection
+        takes it (streams.delivery.pacing); a slot not used (missed, an email lost
+        to another worker, a connection that could not be opened, a stop) is lost,
+        and an email left without a slot goes back to the queue.
 
         Sent emails are recorded in small groups (RECORD_GROUP), committed in the
         background while the next messages go out: SMTP and the database overlap,
@@ -164,12 +225,13 @@ class DeliveryService(Service):  # type: ignore[misc]
         A connection that cannot be opened leaves the emails to the others; only
         when none can be opened is the server unavailable.
         """
-        queue = deque(claimed)
+        queue = deque(claimed.emails)
+        slots = claimed.slots
         in_hand: set[int] = set()
         group: list[tuple[int, datetime]] = []
         recording: set[asyncio.Future[Any]] = set()
         unavailable: list[SmtpUnavailable] = []
-        ahead: asyncio.Future[list[ClaimedEmail]] | None = None
+        ahead: asyncio.Future[Claimed] | None = None
         renewed = self.clock()
 
         async def record_group() -> None:
@@ -198,14 +260,23 @@ class DeliveryService(Service):  # type: ignore[misc]
                 if self.clock() - renewed > self.settings.delivery_lease / 3:
                     await renew()
                     continue
-                if self.claim_ahead and ahead is None and len(queue) <= len(claimed) // 2:
+                if self.claim_ahead and ahead is None and len(queue) <= len(claimed.emails) // 2:
                     ahead = self._claim()
+                if slots is not None:
+                    slot = slots.next()
+                    if slot is None:
+                        return
+                    wait = slot - time.monotonic()
+                    if wait > 0:  # in steps, to renew the claims of a long wait
+                        await self._wait_for_rate(min(wait, self.settings.delivery_lease.total_seconds() / 3))
+                        continue
+                    slots.take()
                 email = queue.popleft()
                 in_hand.add(email.id)
                 bind_log_context(email_id=email.id, therapist_id=email.therapist_id)
                 sent_at = self.clock()
                 try:
-                    await self._send(mailer, build_message(email.outgoing, sent_at))
+                    await self._send(mailer, self._message(email, sent_at))
                 except SmtpUnavailable as exc:
                     queue.appendleft(email)  # not tried: another connection may take it
                     self.metrics.send_failed(email.kind, SendFailure.OUTAGE)
@@ -244,11 +315,16 @@ class DeliveryService(Service):  # type: ignore[misc]
             self.wakeups.relay.set()
         return available, ahead
 
-    async def _prefetched(self, ahead: asyncio.Future[list[ClaimedEmail]]) -> list[ClaimedEmail]:
+    async def _prefetched(self, ahead: asyncio.Future[Claimed]) -> list[ClaimedEmail]:
         try:
-            return await ahead
+            return (await ahead).emails
         except StoreUnavailable:  # nothing was claimed
             return []
+
+    def _message(self, email: ClaimedEmail, sent_at: datetime) -> RawMessage:
+        outgoing = with_opt_out(email.outgoing, self.opt_out, email.therapist_id, email.kind)
+        tracked = None if self.tracking is None else self.tracking.for_email(email.id)
+        return build_message(outgoing, sent_at, tracked)
 
     async def _send(self, mailer: Mailer, message: RawMessage) -> None:
         """Send, timing the SMTP transaction (a session that could not be opened is

@@ -27,6 +27,7 @@ from email.utils import format_datetime, formataddr
 from typing import Any
 
 from streams.delivery.addresses import AddressError, ascii_domain, needs_smtputf8, smtp_address
+from streams.delivery.tracking import EmailTracking
 
 # Header values never carry a line break (no header injection).
 from streams.email.rendering import one_line
@@ -49,6 +50,8 @@ class OutgoingEmail:
     subject: str
     body_text: str
     body_html: str
+    # More headers, as delivery adds them (List-Unsubscribe: streams.email.unsubscribe).
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -112,9 +115,10 @@ def _folded(name: str, value: str) -> bytes:
     return _SMTP_COMPAT.fold_binary(name, header)
 
 
-def build_message(email: OutgoingEmail, sent_at: datetime) -> RawMessage:
+def build_message(email: OutgoingEmail, sent_at: datetime, tracking: EmailTracking | None = None) -> RawMessage:
     """Raises ``AddressError`` for an address that cannot be sent (a domain without
-    IDNA form), ``recipient`` telling whose."""
+    IDNA form), ``recipient`` telling whose. ``tracking`` (opt-in, see
+    streams.delivery.tracking) changes the HTML part as sent, not the stored email."""
     sender = _envelope_address(email.sender_email, recipient=False)
     recipient = _envelope_address(email.recipient_email, recipient=True)
     boundary = _boundary()
@@ -123,6 +127,7 @@ def build_message(email: OutgoingEmail, sent_at: datetime) -> RawMessage:
         ("Message-ID", one_line(email.message_id)),
         ("Date", format_datetime(sent_at)),
         ("Auto-Submitted", "auto-generated"),
+        *((name, " ".join(value.split())) for name, value in email.headers),  # no line break in a value
     ]
     delimiter = b"--" + boundary.encode("ascii")
     data = b"".join(
@@ -140,7 +145,7 @@ def build_message(email: OutgoingEmail, sent_at: datetime) -> RawMessage:
             b"\r\n",
             delimiter,
             b"\r\n",
-            _part("html", email.body_html),
+            _part("html", email.body_html if tracking is None else tracking.html(email.body_html)),
             b"\r\n",
             delimiter,
             b"--\r\n",

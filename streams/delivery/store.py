@@ -1,7 +1,7 @@
 """What the delivery loop needs from persistence: ``DeliveryStore`` is the port,
 ``SqlDeliveryStore`` the adapter over the database.
 
-Only ``claim`` reports a failure (``StoreUnavailable``: nothing was claimed, the
+Only the claims report a failure (``StoreUnavailable``: nothing was claimed, the
 loop waits and claims again). A result is recorded after the email went out (or
 failed), so the adapter waits out a database outage rather than let the claim
 expire into a re-send; an error that retrying cannot cure is logged, and the
@@ -13,19 +13,21 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from domain.rate_limit import Rate
 from domain.retry import RetryPolicy
 from streams.delivery.mailer import SendError
 from streams.messages.outputs import Alert, Severity
 from streams.ops.logs import ThrottledWarning, log_failure
-from streams.persistence import delivery_queue, delivery_results
+from streams.persistence import delivery_queue, delivery_results, send_rate
 from streams.persistence.db import Database, run_retrying
-from streams.persistence.delivery_queue import ClaimedEmail
+from streams.persistence.delivery_queue import ClaimedEmail, SendWindowPolicy
 from streams.persistence.outbox import Channels, add_rows, event_row
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,18 @@ class StoreUnavailable(Exception):
     """Nothing could be claimed; the store has said why in the log."""
 
 
+@dataclass(frozen=True)
+class RateLimitedClaim:
+    """Emails claimed under the send rate, each with its send slot."""
+
+    emails: list[ClaimedEmail]
+    # When each may go, in order, on this host's monotonic clock (time.monotonic()).
+    send_at: list[float]
+    # Nothing was claimed because no slot is free within the horizon: seconds until
+    # one is (zero when the rate was not the reason).
+    until_free: float = 0.0
+
+
 class DeliveryStore(ABC):
     @abstractmethod
     async def claim(
@@ -43,6 +57,13 @@ class DeliveryStore(ABC):
     ) -> list[ClaimedEmail]:
         """Claim up to ``limit`` due emails for ``lease``, most urgent first (the
         weekly contact limit checked once more)."""
+
+    @abstractmethod
+    async def claim_at_rate(
+        self, now: datetime, limit: int, lease: timedelta, contact_interval: timedelta, rate: Rate, horizon: timedelta
+    ) -> RateLimitedClaim:
+        """``claim``, but no more than ``rate`` lets go within ``horizon``, and a send
+        slot reserved for each email on the schedule that all workers share."""
 
     @abstractmethod
     async def renew(self, email_ids: Sequence[int], now: datetime, lease: timedelta) -> set[int]:
@@ -69,21 +90,55 @@ class DeliveryStore(ABC):
 class SqlDeliveryStore(DeliveryStore):
     """The delivery queue and its results in the database, for one worker's claims."""
 
-    def __init__(self, database: Database, worker_id: str, channels: Channels, retry_delay: timedelta) -> None:
+    def __init__(
+        self,
+        database: Database,
+        worker_id: str,
+        channels: Channels,
+        retry_delay: timedelta,
+        window: SendWindowPolicy | None = None,
+    ) -> None:
         self.database = database
+        # COMM_SEND_WINDOW at delivery: emails outside their therapist's window wait.
+        self.window = window
         self.worker_id = worker_id
         self.channels = channels
         # The first wait when a database outage holds up recording a result.
         self.retry_delay = retry_delay
         self.warning = ThrottledWarning(log)
+        self.database_clock = send_rate.DatabaseClock()
 
     async def claim(
         self, now: datetime, limit: int, lease: timedelta, contact_interval: timedelta
     ) -> list[ClaimedEmail]:
-        try:
-            return await self.database.run(
-                delivery_queue.claim_due, self.worker_id, now, limit, lease, contact_interval
+        return await self._claiming(self._claim_due, now, limit, lease, contact_interval)
+
+    async def claim_at_rate(
+        self, now: datetime, limit: int, lease: timedelta, contact_interval: timedelta, rate: Rate, horizon: timedelta
+    ) -> RateLimitedClaim:
+        def work(session: Session) -> RateLimitedClaim:
+            emails, slots = send_rate.take_at_rate(
+                session,
+                rate,
+                horizon,
+                lambda free: self._claim_due(session, now, min(limit, free), lease, contact_interval),
+                self.database_clock,
             )
+            return RateLimitedClaim(emails, slots.deadlines, slots.until_free.total_seconds())
+
+        return await self._claiming(work)
+
+    def _claim_due(
+        self, session: Session, now: datetime, limit: int, lease: timedelta, contact_interval: timedelta
+    ) -> list[ClaimedEmail]:
+        """The one call of claim_due, with or without a send rate."""
+        return delivery_queue.claim_due(
+            session, self.worker_id, now, limit, lease, contact_interval, window=self.window
+        )
+
+    async def _claiming(self, work: Callable[..., T], *args: object) -> T:
+        try:
+            return await self.database.run(work, *args)
         except SQLAlchemyError as exc:
             self.warning("delivery: database unavailable (%s); retrying", type(exc).__name__)
             raise StoreUnavailable(type(exc).__name__) from exc

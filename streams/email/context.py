@@ -12,6 +12,7 @@ from typing import Any
 
 from domain.placement import PlacementRequest
 from domain.therapist import TherapistProfile
+from streams.email.unsubscribe import OPT_OUT_KINDS, OptOut
 
 THERAPIST_FIELDS = ("title", "salutation", "first_name", "last_name", "email", "phone")
 
@@ -20,6 +21,8 @@ THERAPIST_FIELDS = ("title", "salutation", "first_name", "last_name", "email", "
 class Identity:
     sender_email: str
     sender_name: str
+    # The sender's one-click opt-out (COMM_UNSUBSCRIBE_URL); None: off.
+    opt_out: OptOut | None = None
 
 
 def recipient_name(therapist: TherapistProfile) -> str:
@@ -45,3 +48,12 @@ def email_context(
         "patients": [patient_context(r) for r in requests],
         "sender": {"name": identity.sender_name, "email": identity.sender_email},
     }
+
+
+def opt_out_context(identity: Identity, kind: str, therapist_id: int, address: str | None) -> dict[str, Any]:
+    """The footer's opt-out link (``unsubscribe_url``) of a contact or follow-up
+    email, when the opt-out is on; nothing for any other email."""
+    opt_out = identity.opt_out
+    if opt_out is None or kind not in OPT_OUT_KINDS or not address:
+        return {}
+    return {"unsubscribe_url": opt_out.link(therapist_id, address)}

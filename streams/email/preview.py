@@ -16,9 +16,15 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from streams.email.rendering import PATIENT_KEYS, RenderedEmail, Renderer
+from streams.email.unsubscribe import make_token
 
 DEFAULT_ZONE = "Europe/Berlin"
 SENDER = {"name": "Therapieplatz-Vermittlung", "email": "therapieplatz@example.org"}
+# The footer's one-click opt-out link of contact and follow-up emails, as it looks
+# with COMM_UNSUBSCRIBE_URL set (without it there is no such line).
+UNSUBSCRIBE_URL = "https://therapieplatz.example.org/unsubscribe/" + make_token(
+    b"preview", 7, "praxis.mueller@example.org"
+)
 
 
 @dataclass(frozen=True)
@@ -127,13 +133,13 @@ def preview_cases() -> list[PreviewCase]:
             "one_patient",
             "Erstanfrage, eine Patientin",
             "initial_contact",
-            {"therapist": dr_mueller, "patients": [ANNA], "sender": SENDER},
+            {"therapist": dr_mueller, "patients": [ANNA], "sender": SENDER, "unsubscribe_url": UNSUBSCRIBE_URL},
         ),
         PreviewCase(
             "five_patients",
             "Sammelanfrage, fünf Personen",
             "batch_request",
-            {"therapist": becker, "patients": FIVE, "sender": SENDER},
+            {"therapist": becker, "patients": FIVE, "sender": SENDER, "unsubscribe_url": UNSUBSCRIBE_URL},
         ),
         PreviewCase(
             "follow_up",
@@ -144,6 +150,7 @@ def preview_cases() -> list[PreviewCase]:
                 "patients": FIVE[:2],
                 "sender": SENDER,
                 "original_sent_at": "2026-01-26T09:00:00+01:00",
+                "unsubscribe_url": UNSUBSCRIBE_URL,
             },
         ),
         PreviewCase(
@@ -160,6 +167,7 @@ def preview_cases() -> list[PreviewCase]:
                 "therapist": _therapist("Kim", "Berger", None, "Dipl.-Psych."),
                 "patients": [_patient(4730, "2026-02-02T11:00:00+01:00", first_name="Alex", age=45)],
                 "sender": SENDER,
+                "unsubscribe_url": UNSUBSCRIBE_URL,
             },
         ),
     ]

@@ -259,6 +259,8 @@ def complete_context(context: Mapping[str, Any]) -> dict[str, Any]:
         "therapist": complete(context.get("therapist"), THERAPIST_KEYS),
         "patients": [complete(p, PATIENT_KEYS) for p in patients],
         "sender": complete(context.get("sender"), SENDER_KEYS),
+        # The footer's one-click opt-out link (contact and follow-up emails, when on).
+        "unsubscribe_url": _blank_as_none(context.get("unsubscribe_url")),
     }
 
 

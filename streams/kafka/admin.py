@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import create_conn
@@ -38,6 +39,10 @@ def topic_plan(settings: Settings) -> list[tuple[str, int, dict[str, str]]]:
     The internal ones (the last three) must have exactly ``COMM_PARTITIONS``
     partitions: the table is co-partitioned with the inbox. Input topics may have
     any count, since everything is repartitioned by therapist into the inbox.
+
+    The DLQ holds copies of refused inputs, patients' details included: it keeps
+    them ``COMM_DLQ_RETENTION`` (docs/data-protection.md). The changelog is compacted:
+    the latest value per therapist is the table.
     """
     internal = internal_topic_names(settings)
     n = settings.partitions
@@ -47,11 +52,15 @@ def topic_plan(settings: Settings) -> list[tuple[str, int, dict[str, str]]]:
         (settings.topic_therapists, n, plain),
         (settings.topic_commands, n, plain),
         (settings.topic_events, n, plain),
-        (settings.topic_dlq, n, plain),
+        (settings.topic_dlq, n, {"retention.ms": str(milliseconds(settings.dlq_retention))}),
         (internal["inbox"], n, plain),
         (internal["send_commands"], n, plain),
         (internal["changelog"], n, {"cleanup.policy": "compact"}),
     ]
+
+
+def milliseconds(duration: timedelta) -> int:
+    return duration // timedelta(milliseconds=1)
 
 
 async def ensure_topics(

@@ -15,10 +15,11 @@ from typing import Any, ClassVar, Protocol, Self, TypeVar
 
 from faust.serializers import codecs
 
+from domain.bounces import SoftBounces
 from domain.decisions import ManualEmailContent
 from domain.placement import PlacementRequest
 from domain.therapist import TherapistProfile
-from domain.therapist_state import InFlightEmail, Suppression, TherapistState
+from domain.therapist_state import EMAIL, InFlightEmail, Suppression, TherapistState
 
 STATE_CODEC = "commsvc_therapist_state"
 
@@ -188,6 +189,8 @@ def state_to_wire(state: TherapistState) -> dict[str, Any]:
         "seen_events": {k: t.isoformat() for k, t in state.seen_events.items()},
         "awaiting_confirmation": [request_to_wire(r) for r in state.awaiting_confirmation.values()],
         "suppression": None if state.suppression is None else _suppression_to_wire(state.suppression),
+        "contact_channel": state.contact_channel,
+        "soft_bounces": None if state.soft_bounces is None else _soft_bounces_to_wire(state.soft_bounces),
     }
 
 
@@ -204,6 +207,27 @@ def _suppression_from_wire(wire: Mapping[str, Any] | None) -> Suppression | None
     if wire is None:
         return None
     return Suppression(wire["address"], wire["reason"], wire.get("email_id"), time_from_wire(wire["since"]))
+
+
+def _soft_bounces_to_wire(row: SoftBounces) -> dict[str, Any]:
+    return {
+        "address": row.address,
+        "count": row.count,
+        "last_sent_at": row.last_sent_at.isoformat(),
+        "next_sent_at": None if row.next_sent_at is None else row.next_sent_at.isoformat(),
+    }
+
+
+def _soft_bounces_from_wire(wire: Mapping[str, Any] | None) -> SoftBounces | None:
+    if wire is None:
+        return None
+    following = wire.get("next_sent_at")
+    return SoftBounces(
+        wire["address"],
+        int(wire["count"]),
+        time_from_wire(wire["last_sent_at"]),
+        None if following is None else time_from_wire(following),
+    )
 
 
 def state_from_wire(wire: Mapping[str, Any]) -> TherapistState:
@@ -230,6 +254,9 @@ def state_from_wire(wire: Mapping[str, Any]) -> TherapistState:
         seen_events={k: time_from_wire(t) for k, t in wire.get("seen_events", {}).items()},
         awaiting_confirmation={r.placement_request_id: r for r in awaiting},
         suppression=_suppression_from_wire(wire.get("suppression")),
+        # Values written before issue 17 have neither: email, and no soft bounces.
+        contact_channel=wire.get("contact_channel") or EMAIL,
+        soft_bounces=_soft_bounces_from_wire(wire.get("soft_bounces")),
     )
 
 

@@ -4,10 +4,11 @@ therapist id): everything that may change a therapist's state.
 - validated inputs, repartitioned by the ingest agents: ``MatchCreated``,
   ``MatchStatusChanged``, ``TherapistUpserted``, ``TherapistDeleted``;
 - commands that need the therapist's state, from the command agent:
-  ``CreateEmail``, ``LiftEmailSuppression``;
+  ``CreateEmail``, ``LiftEmailSuppression``, ``SetContactPreference`` (also from
+  the one-click opt-out page);
 - batch-run ``Tick``s (streams.agents.ticks);
 - what the database side reports back through the outbox: ``EmailSent``,
-  ``EmailFailed``, ``FollowUpEmail``, ``CallNotBooked``.
+  ``EmailFailed``, ``FollowUpEmail``, ``CallNotBooked``, ``BounceRecorded``.
 
 Each message is a frozen dataclass that encodes itself (``codec.encode``); the
 therapist agent decodes with ``decode`` and dispatches on the type with ``match``.
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Self
 
+from domain.bounces import Bounce
 from domain.decisions import ManualEmailContent
 from domain.placement import PlacementRequest
 from domain.therapist import TherapistProfile
@@ -334,11 +336,60 @@ class CallNotBooked:
         return cls(int(wire["therapist_id"]), requests_from_wire(wire["requests"]))
 
 
+@dataclass(frozen=True)
+class BounceRecorded:
+    """``communication.record_bounce`` about a sent email, with what the database
+    knows of it: the address it went to, when, the first later email to that
+    address (``bounce.next_sent_at``) and, for a contact or follow-up email, the
+    requests it carried (``returned``), which wait again if the bounce stops email."""
+
+    KIND: ClassVar[str] = "bounce_recorded"
+    command_id: str
+    therapist_id: int
+    email_key: str
+    bounce: Bounce
+    returned: tuple[PlacementRequest, ...] = ()
+
+    def to_wire(self) -> dict[str, Any]:
+        b = self.bounce
+        wire: dict[str, Any] = {
+            "command_id": self.command_id,
+            "therapist_id": self.therapist_id,
+            "email_key": self.email_key,
+            "email_id": b.email_id,
+            "address": b.address,
+            "type": b.type,
+            "sent_at": b.sent_at.isoformat(),
+            "next_sent_at": None if b.next_sent_at is None else b.next_sent_at.isoformat(),
+        }
+        if self.returned:
+            wire["returned"] = [request_to_wire(r) for r in self.returned]
+        return wire
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Any]) -> Self:
+        following = wire.get("next_sent_at")
+        bounce = Bounce(
+            wire["type"],
+            wire["address"],
+            int(wire["email_id"]),
+            time_from_wire(wire["sent_at"]),
+            None if following is None else time_from_wire(following),
+        )
+        return cls(
+            wire["command_id"],
+            int(wire["therapist_id"]),
+            wire["email_key"],
+            bounce,
+            requests_from_wire(wire.get("returned")),
+        )
+
+
 # The inputs the ingest agents repartition by therapist.
 Repartitioned = MatchCreated | MatchStatusChanged | TherapistUpserted | TherapistDeleted
 
 # What the database side reports to the therapist agent, through the outbox.
-Feedback = EmailSent | EmailFailed | FollowUpEmail | CallNotBooked
+Feedback = EmailSent | EmailFailed | FollowUpEmail | CallNotBooked | BounceRecorded
 
 InboxMessage = (
     MatchCreated
@@ -353,6 +404,7 @@ InboxMessage = (
     | EmailFailed
     | FollowUpEmail
     | CallNotBooked
+    | BounceRecorded
 )
 
 _KINDS: dict[str, type[InboxMessage]] = {
@@ -370,6 +422,7 @@ _KINDS: dict[str, type[InboxMessage]] = {
         EmailFailed,
         FollowUpEmail,
         CallNotBooked,
+        BounceRecorded,
     )
 }
 

@@ -417,14 +417,19 @@ class DailyCallList(OutputPayload):
 @published("communication.patient_erased")
 class PatientErased(OutputPayload):
     """``erase_patient`` removed a patient's details from everything the service
-    keeps. Emails already delivered cannot be recalled from the recipients' mailboxes."""
+    keeps (counts of what changed; zeros when nothing was left to erase). Emails
+    already delivered cannot be recalled from the recipients' mailboxes, and copies
+    on Kafka topics stay until the topics' retention."""
 
     therapist_id: None = Field(  # type: ignore[assignment]
         None, description="always null: a patient may concern several therapists; the key is the patient id"
     )
     patient_id: int
     waiting_requests: int = Field(description="waiting requests whose details were removed (the requests stay)")
-    emails: int = Field(description="stored emails whose bodies were re-rendered without the patient")
+    emails: int = Field(
+        description="stored emails that no longer hold the patient: re-rendered without them, or, when that "
+        "cannot be done (manual emails), emptied (unsent ones fail)"
+    )
     batch_entries: int = Field(description="batch entries that lost the patient's details")
     call_entries: int = Field(description="phone-call entries whose notes were removed")
     delivered_emails: int = Field(description="of those emails, how many had been delivered (not recallable)")

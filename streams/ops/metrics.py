@@ -11,8 +11,8 @@ Where each count is made:
   the ``communication.*`` event that reports them (``reported``). Each is written
   in the transaction of the change it reports, so what is counted was committed,
   wherever it happened (agents, scheduled work, the delivery process);
-- sends, send failures and SMTP latency: in the delivery loop. With
-  COMM_DELIVERY_PROCESS the loop runs in a child process, whose
+- sends, send failures, SMTP latency and waits for the send rate: in the
+  delivery loop. With COMM_DELIVERY_PROCESS the loop runs in a child process, whose
   ``ForwardedMetrics`` passes each count to the worker (``FORWARDED``), which
   counts it in its own registry: one process serves them all.
 
@@ -106,6 +106,9 @@ class Metrics:
     def smtp_send_took(self, seconds: float) -> None:
         """One message's SMTP transaction, accepted or refused."""
 
+    def rate_waited(self, seconds: float) -> None:
+        """Delivery waited for a send slot of COMM_SMTP_RATE_LIMIT."""
+
     def batch_run_took(self, seconds: float) -> None:
         """A due batch run on one partition, from the tick to the table written."""
 
@@ -189,6 +192,11 @@ class PrometheusMetrics(Metrics):
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
             registry=r,
         )
+        self.rate_wait = Counter(
+            "commsvc_smtp_rate_wait_seconds",
+            "Seconds delivery waited for a send slot of COMM_SMTP_RATE_LIMIT (summed over connections).",
+            registry=r,
+        )
         self.phone_calls = Counter("commsvc_phone_calls", "Phone-call events, by event.", ["event"], registry=r)
         self.alerts = Counter("commsvc_alerts", "Alerts raised, by code.", ["code"], registry=r)
         for kind in KINDS:  # present from the start, so that rate() sees the first one
@@ -215,6 +223,9 @@ class PrometheusMetrics(Metrics):
     def smtp_send_took(self, seconds: float) -> None:
         self.smtp_send_duration.observe(seconds)
 
+    def rate_waited(self, seconds: float) -> None:
+        self.rate_wait.inc(seconds)
+
     def batch_run_took(self, seconds: float) -> None:
         self.batch_run_duration.observe(seconds)
 
@@ -228,7 +239,7 @@ class PrometheusMetrics(Metrics):
 # --- the delivery process --------------------------------------------------------
 
 # What the delivery loop counts; the only calls the delivery process forwards.
-FORWARDED = frozenset({"email_sent", "send_failed", "smtp_send_took"})
+FORWARDED = frozenset({"email_sent", "send_failed", "smtp_send_took", "rate_waited"})
 Forwarded = tuple[str, tuple[Any, ...]]
 
 
@@ -252,6 +263,9 @@ class ForwardedMetrics(Metrics):
 
     def smtp_send_took(self, seconds: float) -> None:
         self._forward("smtp_send_took", seconds)
+
+    def rate_waited(self, seconds: float) -> None:
+        self._forward("rate_waited", seconds)
 
 
 def apply_forwarded(metrics: Metrics, update: object) -> None:

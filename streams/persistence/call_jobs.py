@@ -35,6 +35,7 @@ from streams.persistence.models import (
     EmailStatus,
     JobRun,
     PhoneCall,
+    PhoneCallBatch,
     TherapistDirectoryEntry,
 )
 from streams.persistence.outbox import Channels, add_rows, event_row, inbox_row, insert_ignoring_conflicts
@@ -62,16 +63,22 @@ def next_follow_up(session: Session, policy: CallPolicy, channels: Channels, now
         return False
     email.follow_up_done_at = now
     entry = session.get(TherapistDirectoryEntry, email.therapist_id)
+    calls = taken_over(session, email)
     decision = decide_follow_up(
         email.response_received,
-        [RequestInEmail(b.placement_request_id, b.response_outcome, b.request_status) for b in email.batches],
+        [
+            RequestInEmail(
+                b.placement_request_id, b.response_outcome, b.request_status, b.placement_request_id in calls
+            )
+            for b in email.batches
+        ],
         None if entry is None else TherapistOnFile(entry.deleted, entry.contact_blocked, bool(entry.availability)),
     )
     if isinstance(decision, NoFollowUp):
         if decision.reason is NoFollowUpReason.ANSWERED:
             log.info("email %s was answered; no follow-up", email.id)
         elif decision.reason is NoFollowUpReason.NOTHING_OPEN:
-            log.info("email %s: every request was answered or closed; no follow-up", email.id)
+            log.info("email %s: every request was answered, closed or taken over; no follow-up", email.id)
         return True
     batches = {b.placement_request_id: b for b in email.batches}
     still_open = [batches[request_id] for request_id in decision.placement_request_ids]
@@ -106,7 +113,8 @@ def next_follow_up(session: Session, policy: CallPolicy, channels: Channels, now
             code="no_call_slot",
             email_id=email.id,
             message=f"no follow-up call could be booked for email {email.id}: "
-            f"{decision.no_call_slot}; a follow-up email goes out instead",
+            f"{decision.no_call_slot}; a follow-up email goes out instead (to a therapist who is "
+            "not emailed, a call at a later batch run)",
         )
         add_rows(session, [event_row(channels.events, alert, now)])
     # No phone availability (or no free slot): a follow-up email, which the therapist
@@ -114,6 +122,25 @@ def next_follow_up(session: Session, policy: CallPolicy, channels: Channels, now
     follow_up = FollowUpEmail(email.therapist_id, email.id, email.sent_at, tuple(b.as_request() for b in still_open))
     add_rows(session, [inbox_row(channels, follow_up, now)])
     return True
+
+
+def taken_over(session: Session, email: Email) -> set[int]:
+    """The email's requests booked into a call since it was sent: it bounced and
+    they went to the phone (streams.persistence.bounces), or staff booked one."""
+    request_ids = [b.placement_request_id for b in email.batches]
+    if not request_ids or email.sent_at is None:
+        return set()
+    in_calls = (
+        select(PhoneCallBatch.placement_request_id)
+        .join(PhoneCall)
+        .where(
+            PhoneCallBatch.placement_request_id.in_(request_ids),
+            PhoneCall.therapist_id == email.therapist_id,
+            PhoneCall.status != CallStatus.CANCELLED,
+            PhoneCall.created_at >= email.sent_at,
+        )
+    )
+    return set(session.scalars(in_calls))
 
 
 def send_reminders(session: Session, policy: CallPolicy, channels: Channels, now: datetime, limit: int = 100) -> int:

@@ -1,21 +1,25 @@
-"""The delivery queue: claiming due emails (most urgent first, the weekly rule
-checked once more), keeping and releasing claims."""
+"""The delivery queue: claiming due emails (most urgent first, the send window
+and the weekly rule checked), keeping and releasing claims."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
+from functools import cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from domain.contact_limit import Claim, ClaimCandidate, HoldBack, check_claims
+from domain.send_window import SendWindow, is_open, next_open, windowed_kinds
 from streams.delivery.mime import OutgoingEmail
 from streams.persistence.db import one_of
 from streams.persistence.models import (
     Email,
     EmailStatus,
+    TherapistDirectoryEntry,
 )
 
 log = logging.getLogger(__name__)
@@ -34,6 +38,22 @@ class ClaimedEmail:
     outgoing: OutgoingEmail
 
 
+@dataclass(frozen=True)
+class SendWindowPolicy:
+    """``COMM_SEND_WINDOW`` as the delivery queue applies it: emails of ``kinds`` go
+    only while ``window`` is open in their therapist's time zone (``zone`` when the
+    directory has none)."""
+
+    window: SendWindow
+    zone: tzinfo
+    kinds: frozenset[str]
+
+    @classmethod
+    def of(cls, window: SendWindow | None, zone: tzinfo, confirmations: bool) -> SendWindowPolicy | None:
+        """The policy for the settings; None without a window (nothing is held)."""
+        return None if window is None else cls(window, zone, windowed_kinds(confirmations))
+
+
 def claim_due(
     session: Session,
     worker: str,
@@ -41,14 +61,37 @@ def claim_due(
     limit: int,
     lease: timedelta,
     contact_interval: timedelta,
+    *,
+    window: SendWindowPolicy | None = None,
 ) -> list[ClaimedEmail]:
     """Claim up to ``limit`` due emails for ``worker``, most urgent first.
 
     Due: queued and its time has come, or "being sent" by a worker whose claim ran
     out (it died between claiming and recording): that one is sent again, with the
-    same Message-ID. The weekly rule is checked once more (domain.contact_limit.
-    check_claims); an email it holds back goes back in the queue.
+    same Message-ID. An email the send window holds (``window``) goes back in the
+    queue until the window opens, so later polls do not look at it again. The
+    weekly rule is checked once more (domain.contact_limit.check_claims); an email
+    it holds back goes back in the queue. Either way the next due emails, in
+    priority order, fill the claim.
     """
+    if session.get_bind().dialect.name == "postgresql":
+        # One claim at a time across workers: the weekly-rule check below must see
+        # the other workers' claims (SQLite has one writer anyway).
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CLAIM_LOCK})
+    claimed: list[ClaimedEmail] = []
+    while len(claimed) < limit:
+        wanted = limit - len(claimed)
+        emails = _due(session, now, wanted)
+        sendable = _within_window(session, emails, window, now) if window is not None else emails
+        taken = _check_limit(session, sendable, worker, now, lease, contact_interval)
+        claimed.extend(taken)
+        # Put back nothing, or ran out of due emails: no more to find.
+        if len(taken) == len(emails) or len(emails) < wanted:
+            break
+    return claimed
+
+
+def _due(session: Session, now: datetime, limit: int) -> list[Email]:
     due = or_(
         and_(Email.status == EmailStatus.QUEUED, Email.next_attempt_at <= now),
         and_(Email.status == EmailStatus.SENDING, Email.claim_expires_at < now),
@@ -61,11 +104,14 @@ def claim_due(
         .limit(limit)
     )
     if session.get_bind().dialect.name == "postgresql":
-        # One claim at a time across workers: the weekly-rule check below must see
-        # the other workers' claims (SQLite has one writer anyway).
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CLAIM_LOCK})
         query = query.with_for_update(skip_locked=True)
-    emails = list(session.scalars(query))
+    return list(session.scalars(query))
+
+
+def _check_limit(
+    session: Session, emails: list[Email], worker: str, now: datetime, lease: timedelta, contact_interval: timedelta
+) -> list[ClaimedEmail]:
+    """Claim the emails the weekly rule lets go; put the others back in the queue."""
     limited = {e.therapist_id for e in emails if e.counts_toward_limit}
     decisions = check_claims(
         (ClaimCandidate(e.id, e.therapist_id, e.counts_toward_limit) for e in emails),
@@ -78,9 +124,7 @@ def claim_due(
     for email, decision in zip(emails, decisions, strict=True):
         match decision:
             case HoldBack(until=until):
-                email.status = EmailStatus.QUEUED
-                email.next_attempt_at = until
-                email.claimed_by = email.claim_expires_at = None
+                _requeue(email, until)
                 log.warning(
                     "email %s to therapist %s held back until %s by the contact limit",
                     email.id,
@@ -93,6 +137,55 @@ def claim_due(
                 email.claim_expires_at = now + lease
                 claimed.append(_snapshot(email))
     return claimed
+
+
+def _within_window(session: Session, emails: list[Email], policy: SendWindowPolicy, now: datetime) -> list[Email]:
+    """The emails the send window lets go now; the others wait in the queue until it
+    opens in their therapist's time zone (one query for those time zones)."""
+    windowed = [e for e in emails if e.kind in policy.kinds]
+    if not windowed:
+        return emails
+    zones = _zones(session, {e.therapist_id for e in windowed}, policy.zone)
+    held: dict[int, datetime] = {}
+    for email in windowed:
+        zone = zones.get(email.therapist_id, policy.zone)
+        if not is_open(policy.window, zone, now):
+            held[email.id] = next_open(policy.window, zone, now)
+            _requeue(email, held[email.id])
+    if held:
+        log.info(
+            "%d emails wait for the send window (%s), the first until %s",
+            len(held),
+            policy.window,
+            min(held.values()).isoformat(),
+        )
+    return [e for e in emails if e.id not in held]
+
+
+def _zones(session: Session, therapist_ids: set[int], default: tzinfo) -> dict[int, tzinfo]:
+    """The therapists' time zones from the directory (``default`` for a missing or
+    unknown one)."""
+    rows = session.execute(
+        select(TherapistDirectoryEntry.therapist_id, TherapistDirectoryEntry.timezone).where(
+            one_of(session, TherapistDirectoryEntry.therapist_id, list(therapist_ids)),
+            TherapistDirectoryEntry.timezone.is_not(None),
+        )
+    )
+    return {therapist_id: _zone(name, default) for therapist_id, name in rows}
+
+
+@cache
+def _zone(name: str, default: tzinfo) -> tzinfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return default
+
+
+def _requeue(email: Email, until: datetime) -> None:
+    email.status = EmailStatus.QUEUED
+    email.next_attempt_at = until
+    email.claimed_by = email.claim_expires_at = None
 
 
 def _limited_being_sent(session: Session, therapist_ids: set[int], now: datetime) -> set[int]:

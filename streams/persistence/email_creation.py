@@ -17,7 +17,7 @@ from domain.delivery_order import priority_of
 from domain.placement import PlacementRequest
 from domain.therapist_state import CREATE_EMAIL
 from streams.delivery.mime import message_id_for
-from streams.email.context import Identity, email_context, recipient_name
+from streams.email.context import Identity, email_context, opt_out_context, recipient_name
 from streams.email.html_text import html_to_text
 from streams.email.rendering import RenderedEmail, RenderError
 from streams.email.sanitiser import clean_html
@@ -233,7 +233,11 @@ def _new_email(
     name = recipient_name(therapist)
     email = _email_row(command, therapist.email, name, requests, identity, now, limited=command.limited)
     try:
-        context = {**email_context(therapist, requests, identity), **(command.context or {})}
+        context = {
+            **email_context(therapist, requests, identity),
+            **(command.context or {}),
+            **opt_out_context(identity, command.email_kind, command.therapist_id, therapist.email),
+        }
         rendered = render(template, context, email.therapist_id)
     except RenderError as exc:
         email.subject, email.body_html, email.body_text = f"({template})", "", ""

@@ -38,6 +38,8 @@ __all__ = [
     "CallStatus",
     "Email",
     "EmailBatch",
+    "EmailLinkClick",
+    "EmailOpen",
     "EmailStatus",
     "JobRun",
     "Lease",
@@ -45,6 +47,7 @@ __all__ = [
     "PhoneCall",
     "PhoneCallBatch",
     "ProcessedCommand",
+    "SendRate",
     "TherapistDirectoryEntry",
     "WaitingRequest",
 ]
@@ -136,7 +139,7 @@ class Email(Base):
     response_content: Mapped[str | None] = mapped_column(Text)
 
     # RFC 5322 Message-ID, fixed at creation so that a re-send carries the same one.
-    message_id: Mapped[str] = mapped_column(String(255))
+    message_id: Mapped[str] = mapped_column(String(255), index=True)
     # Lower goes first: confirmations and manual emails before contact requests.
     priority: Mapped[int] = mapped_column(SmallInteger, default=3)
     oldest_registered_at: Mapped[datetime | None]
@@ -147,6 +150,9 @@ class Email(Base):
     # When the follow-up of this (contact) email was handled: call booked, follow-up
     # email decided, or nothing left open.
     follow_up_done_at: Mapped[datetime | None]
+    # When the bodies and the response lost their content (retention, or an erasure
+    # that could not re-render the email): such an email is not redacted again.
+    redacted_at: Mapped[datetime | None]
 
     batches: Mapped[list[EmailBatch]] = relationship(
         back_populates="email", order_by="EmailBatch.position", cascade="all, delete-orphan"
@@ -158,6 +164,8 @@ class Email(Base):
         Index("ix_emails_follow_up", "kind", "status", "follow_up_done_at", "sent_at"),
         # The read API lists emails newest first by (created_at, id) (persistence/reads.py).
         Index("ix_emails_created", "created_at", "id"),
+        # The retention job looks for content not yet redacted, by status and age.
+        Index("ix_emails_retention", "redacted_at", "status", "sent_at"),
     )
 
 
@@ -180,6 +188,8 @@ class EmailBatch(Base):
     response_outcome: Mapped[str | None] = mapped_column(String(32))
     response_notes: Mapped[str | None] = mapped_column(Text)
     responded_at: Mapped[datetime | None]
+    # When the patient details and notes were removed (retention or erasure).
+    redacted_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime | None] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -276,6 +286,8 @@ class PhoneCall(Base):
     reminder_sent_for: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
     cancel_reason: Mapped[str | None] = mapped_column(Text)
+    # When the notes were removed (retention or erasure).
+    redacted_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime | None] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -298,6 +310,8 @@ class PhoneCallBatch(Base):
     patient_id: Mapped[int | None] = mapped_column(Integer)
     outcome: Mapped[str | None] = mapped_column(String(32))
     notes: Mapped[str | None] = mapped_column(Text)
+    # When the notes were removed (retention or erasure).
+    redacted_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime | None] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -332,6 +346,47 @@ class JobRun(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     run_at: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
     done_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SendRate(Base):
+    """A send rate kept for the service as a whole (``COMM_SMTP_RATE_LIMIT``: the
+    provider counts per account, not per worker): the last send slot handed out, on
+    the database's clock. Every worker and delivery process reserves its slots here,
+    one at a time (streams/persistence/send_rate.py, domain/rate_limit.py)."""
+
+    __tablename__ = "send_rates"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_slot_at: Mapped[datetime | None]
+
+
+class EmailOpen(Base):
+    """Opt-in tracking (COMM_TRACK_OPENS): an email's image was fetched, first when,
+    and how often (mail clients that prefetch images count too)."""
+
+    __tablename__ = "email_opens"
+
+    email_id: Mapped[int] = mapped_column(
+        ForeignKey("emails.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    first_opened_at: Mapped[datetime]
+    last_opened_at: Mapped[datetime]
+    open_count: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class EmailLinkClick(Base):
+    """Opt-in tracking (COMM_TRACK_CLICKS): a link of an email, by its position, was
+    followed, first when, and how often. The link itself stays in the email's body."""
+
+    __tablename__ = "email_link_clicks"
+
+    email_id: Mapped[int] = mapped_column(
+        ForeignKey("emails.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    first_clicked_at: Mapped[datetime]
+    last_clicked_at: Mapped[datetime]
+    click_count: Mapped[int] = mapped_column(Integer, default=1)
 
 
 # The tables, typed as such, for Core statements on the hot paths.

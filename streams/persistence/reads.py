@@ -31,6 +31,7 @@ from streams.persistence.models import (
     PhoneCall,
     PhoneCallBatch,
 )
+from streams.persistence.tracking import Engagement, engagement
 
 # A read must not hold a connection long on a database in trouble (PostgreSQL).
 STATEMENT_TIMEOUT_MS = 5000
@@ -178,6 +179,7 @@ class EmailDetail:
     response_content: str | None
     batches: tuple[BatchEntry, ...]
     phone_call_ids: tuple[int, ...]  # calls that follow this email up
+    tracking: Engagement  # opt-in opens and clicks (all zero while tracking is off)
 
 
 def email_detail(session: Session, email_id: int) -> EmailDetail | None:
@@ -215,6 +217,7 @@ def email_detail(session: Session, email_id: int) -> EmailDetail | None:
         response_content=email.response_content,
         batches=tuple(_batch_entry(batch) for batch in email.batches),
         phone_call_ids=tuple(calls),
+        tracking=engagement(session, email_id),
     )
 
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from domain.bounces import SoftBounces
 from domain.calls import CallStatus
 from domain.decisions import CONFIRMATION, CONTACT_REQUEST
 from domain.email_status import EmailStatus
 from domain.placement import PlacementRequest
 from domain.schedule import parse_schedule
 from domain.therapist import TherapistProfile
-from domain.therapist_state import InFlightEmail, Suppression, TherapistState, Undeliverable
+from domain.therapist_state import PHONE_ONLY, InFlightEmail, Suppression, TherapistState, Undeliverable
 from streams.api.documents import document
 from streams.api.therapist_view import DECIDED, communication
 from streams.persistence.reads import CallSummary, StoredEmail, TherapistRecords
@@ -128,3 +129,18 @@ def test_its_json_has_rfc_3339_times_and_no_patient_details():
     ]
     assert body["suppression"]["since"] == "2026-11-24T12:00:00+00:00"
     assert "Anna" not in repr(body)
+
+
+def test_a_phone_only_therapist_s_requests_wait_for_no_email_and_the_soft_bounces_show():
+    state = waiting((11, "2026-03-01T10:00:00+01:00"))
+    assert communication(state, NOTHING, NOW, WEEK, DAILY_AT_9).contact_channel == "email"
+    state.contact_channel = PHONE_ONLY
+    state.soft_bounces = SoftBounces("EVA@praxis.example", 2, NOW - timedelta(days=1))
+    view = communication(state, NOTHING, NOW, WEEK, DAILY_AT_9)
+    assert (view.contact_channel, view.soft_bounce_count) == ("phone_only", 2)
+    assert view.next_contact_email_at is None  # no email: the requests go to a call
+    body = document(view)
+    assert (body["contact_channel"], body["soft_bounce_count"]) == ("phone_only", 2)
+    # soft bounces of an address the therapist no longer has do not count
+    state.soft_bounces = SoftBounces("alt@praxis.example", 2, NOW - timedelta(days=1))
+    assert communication(state, NOTHING, NOW, WEEK, DAILY_AT_9).soft_bounce_count == 0

@@ -64,6 +64,20 @@ CLOSED = (RequestInEmail(5, None, "withdrawn"),)
             id="the call is about the open requests only, in email order",
         ),
         pytest.param(False, OPEN, NO_HOURS, FollowUpByEmail((1, 2)), id="no phone hours: a follow-up email"),
+        pytest.param(
+            False,
+            (RequestInEmail(1, None, None, taken_over=True), RequestInEmail(2, None, None)),
+            WITH_HOURS,
+            FollowUpCall((2,)),
+            id="a request taken over by a call or a later email is not followed up again",
+        ),
+        pytest.param(
+            False,
+            (RequestInEmail(1, None, None, taken_over=True),),
+            NO_HOURS,
+            NoFollowUp(NoFollowUpReason.NOTHING_OPEN),
+            id="nothing open once every request was taken over",
+        ),
         pytest.param(False, OPEN, None, FollowUpByEmail((1, 2)), id="therapist unknown: a follow-up email"),
         pytest.param(
             False,

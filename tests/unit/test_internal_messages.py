@@ -11,6 +11,7 @@ from typing import Any, get_args
 
 import pytest
 
+from domain.bounces import Bounce
 from domain.decisions import MANUAL, ManualEmailContent, SendManualEmail
 from domain.decisions import BookCall as BookCallDecision
 from domain.decisions import SendEmail as SendEmailDecision
@@ -19,6 +20,7 @@ from domain.therapist import TherapistProfile
 from domain.therapist_state import Undeliverable
 from streams.messages.codec import UnknownMessage, encode
 from streams.messages.inbox import (
+    BounceRecorded,
     CallNotBooked,
     CreateEmail,
     EmailFailed,
@@ -28,6 +30,7 @@ from streams.messages.inbox import (
     LiftEmailSuppression,
     MatchCreated,
     MatchStatusChanged,
+    SetContactPreference,
     TherapistDeleted,
     TherapistUpserted,
     Tick,
@@ -191,6 +194,57 @@ CASES: list[tuple[Any, dict[str, Any]]] = [
     (
         CallNotBooked(7, (SECOND,)),
         {"kind": "call_not_booked", "therapist_id": 7, "requests": [SECOND_WIRE]},
+    ),
+    (
+        SetContactPreference("e9", 7, "phone_only", "command", "bat um Anrufe"),
+        {
+            "kind": "set_contact_preference",
+            "event_id": "e9",
+            "therapist_id": 7,
+            "channel": "phone_only",
+            "source": "command",
+            "comment": "bat um Anrufe",
+        },
+    ),
+    (
+        SetContactPreference("e10", 7, "phone_only", "one_click", address="t7@praxis.example"),
+        {
+            "kind": "set_contact_preference",
+            "event_id": "e10",
+            "therapist_id": 7,
+            "channel": "phone_only",
+            "source": "one_click",
+            "address": "t7@praxis.example",
+        },
+    ),
+    (
+        BounceRecorded("c-3", 7, "k2", Bounce("hard", "t7@praxis.example", 12, NOW), (SECOND,)),
+        {
+            "kind": "bounce_recorded",
+            "command_id": "c-3",
+            "therapist_id": 7,
+            "email_key": "k2",
+            "email_id": 12,
+            "address": "t7@praxis.example",
+            "type": "hard",
+            "sent_at": "2026-11-23T08:00:00+00:00",
+            "next_sent_at": None,
+            "returned": [SECOND_WIRE],
+        },
+    ),
+    (
+        BounceRecorded("c-4", 7, "k3", Bounce("soft", "t7@praxis.example", 13, NOW, REGISTERED)),
+        {
+            "kind": "bounce_recorded",
+            "command_id": "c-4",
+            "therapist_id": 7,
+            "email_key": "k3",
+            "email_id": 13,
+            "address": "t7@praxis.example",
+            "type": "soft",
+            "sent_at": "2026-11-23T08:00:00+00:00",
+            "next_sent_at": "2026-01-01T10:00:00+00:00",
+        },
     ),
     # -- send commands, as the therapist agent wrote them before they were types
     (

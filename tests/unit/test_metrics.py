@@ -306,6 +306,7 @@ def test_the_delivery_process_passes_its_counts_to_the_worker_until_it_is_gone()
     child.email_sent(CONTACT_REQUEST)
     child.send_failed(CONFIRMATION, SendFailure.TEMPORARY)
     child.smtp_send_took(0.5)
+    child.rate_waited(0.25)
     child.dead_lettered("not-forwarded")  # not the delivery loop's: the base counts nothing
     child_end.close()  # the child is gone
     reader.join(timeout=5)
@@ -313,7 +314,7 @@ def test_the_delivery_process_passes_its_counts_to_the_worker_until_it_is_gone()
     assert not reader.is_alive()
     assert metrics.of("email_sent") == {(CONTACT_REQUEST,): 2}
     assert metrics.of("send_failed") == {(CONFIRMATION, SendFailure.TEMPORARY): 1}
-    assert metrics.durations == {"smtp_send": [0.5]}
+    assert metrics.durations == {"smtp_send": [0.5], "rate_wait": [0.25]}
     assert metrics.of("dead_lettered") == {}
     child.email_sent(CONTACT_REQUEST)  # after the worker's end closed: dropped, no error
 
@@ -324,7 +325,7 @@ def test_only_the_delivery_loop_s_counts_are_taken_from_the_delivery_process() -
     apply_forwarded(metrics, ("email_sent", "not a tuple"))
     apply_forwarded(metrics, "nonsense")
     assert metrics.counts == {}
-    assert {"email_sent", "send_failed", "smtp_send_took"} == FORWARDED
+    assert {"email_sent", "send_failed", "smtp_send_took", "rate_waited"} == FORWARDED
 
 
 # --- the agents -------------------------------------------------------------------------
