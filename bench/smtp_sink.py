@@ -1,5 +1,5 @@
 """An SMTP server for benchmarks, in its own process: accepts everything and appends
-"<arrival time> <Message-ID>" per message to the file given as the first argument.
+"<arrival time> <Message-ID> <recipients>" per message to the file given as the first argument.
 
     python bench/smtp_sink.py ARRIVALS_FILE PORT
 """
@@ -22,8 +22,9 @@ class Sink:
         self.parser = BytesHeaderParser()
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        arrived = time.time()
         message_id = self.parser.parsebytes(envelope.original_content or envelope.content)["Message-ID"]
-        self.out.write(f"{time.time():.6f} {message_id}\n")
+        self.out.write(f"{arrived:.6f} {message_id} {','.join(envelope.rcpt_tos)}\n")
         return "250 OK"
 
 
