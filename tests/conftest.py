@@ -26,6 +26,14 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
             db.dispose()
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What the imports and the collection built lives for the whole run: moved out of
+    the collector's sight (gc.freeze), so that the collection after each test scans
+    only what tests made since (about 0.35 s a test otherwise)."""
+    gc.collect()
+    gc.freeze()
+
+
 @pytest.fixture(autouse=True)
 def collect_garbage_after_each_test() -> Iterator[None]:
     """Resources a test leaves unclosed are reported when they are collected; collect

@@ -56,8 +56,8 @@ async def test_second_email_only_after_the_interval_with_only_new_requests(servi
     assert second.received_at - first_email.received_at >= INTERVAL
     text = plain_text(second)
     assert "Pat21" not in text and text.index("Pat23") < text.index("Pat22")
-    templates = [e["payload"]["template"] for e in service.events("communication.email_created", therapist_id=2)]
-    assert templates == ["initial_contact", "batch_request"]
+    created = await service.wait_event("communication.email_created", 2, therapist_id=2, distinct=True)
+    assert [e["payload"]["template"] for e in created] == ["initial_contact", "batch_request"]
 
 
 async def test_cancelled_request_is_never_emailed(service: Service):
