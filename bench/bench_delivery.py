@@ -15,7 +15,11 @@ run is refused. The database is PostgreSQL (a fresh database on the local server
 or SQLite (--database sqlite).
 
     .venv/bin/python bench/bench_delivery.py [--therapists 1000] [--repeats 3] [--database postgresql]
-        [--connections 3] [--delivery-process] [--timeline]
+        [--connections N] [--delivery-process auto|true|false] [--patients 1] [--timeline]
+
+Without --connections and --delivery-process the worker runs with its defaults.
+--patients N gives each therapist N waiting requests, so each email is a batch of N
+patients (the bare loop sends the same messages).
 
 --timeline prints, per hundred emails, when the k-th email was stored, recorded as
 sent and arrived (seconds after the batch run): it shows which stage holds up the
@@ -42,6 +46,7 @@ from bench_common import PRODUCER_MAX_BATCH, add_producer_batch_option, print_me
 
 from streams.demo.broker import LocalBroker, free_port
 from streams.persistence.db import normalise_url
+from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -104,11 +109,12 @@ async def pipeline(
     max_batch: str,
     delivery: dict[str, str],
     timeline: bool = False,
+    patients: int = 1,
 ) -> tuple[float, float, Path]:
     """(emails/s from first to last arrival, seconds from batch run to last arrival, eml dir)."""
     app_id = f"deliv-{uuid.uuid4().hex[:6]}"
     sink = Sink(work, app_id)
-    every = 30
+    every = 30 if therapists * patients <= 5000 else 60  # the setup fits in one interval
     environ = {
         "COMM_KAFKA_BROKER": broker.url,
         "COMM_APP_ID": app_id,
@@ -154,24 +160,29 @@ async def pipeline(
                 published("therapist.created", therapist(t)),
                 key=str(t).encode(),
             )
-            await producer.send(
-                f"{app_id}-matching",
-                published(
-                    "match.created",
-                    {
-                        "placement_request_id": t,
-                        "therapist_id": t,
-                        "patient_id": 10_000 + t,
-                        "patient": {"registered_at": REGISTERED_AT, **PATIENT},
-                    },
-                ),
-                key=str(t).encode(),
-            )
+            for p in range(patients):
+                request = request_id(t, p, patients)
+                await producer.send(
+                    f"{app_id}-matching",
+                    published(
+                        "match.created",
+                        {
+                            "placement_request_id": request,
+                            "therapist_id": t,
+                            "patient_id": request,
+                            "patient": {"registered_at": REGISTERED_AT, **PATIENT},
+                        },
+                    ),
+                    key=str(t).encode(),
+                )
         await producer.flush()
         await producer.stop()
         directory = DirectoryCount(database_url)
         try:
             await wait_for(lambda: directory.size() >= therapists, 60, "the directory holds every therapist")
+            await wait_for(
+                lambda: directory.size("waiting_requests") >= therapists * patients, 120, "every request is waiting"
+            )
         finally:
             directory.close()
         if time.time() > measured_run - 2:
@@ -209,15 +220,20 @@ def cpu_seconds(pid: int) -> dict[str, float]:
     return found
 
 
-def print_timeline(database_url: str, start: float, arrivals: list[float]) -> None:
+def email_rows(database_url: str, columns: str) -> list[tuple]:
+    """``SELECT columns FROM emails`` on the worker's database."""
     from sqlalchemy import create_engine, text
 
     engine = create_engine(normalise_url(database_url))
     try:
         with engine.connect() as connection:
-            rows = connection.execute(text("SELECT created_at, sent_at FROM emails")).all()
+            return [tuple(row) for row in connection.execute(text(f"SELECT {columns} FROM emails")).all()]
     finally:
         engine.dispose()
+
+
+def print_timeline(database_url: str, start: float, arrivals: list[float]) -> None:
+    rows = email_rows(database_url, "created_at, sent_at")
     stored = sorted(created.timestamp() - start for created, _ in rows)
     sent = sorted(at.timestamp() - start for _, at in rows if at is not None)
     arrived = [at - start for at in arrivals]
@@ -234,13 +250,13 @@ class DirectoryCount:
 
         self.engine = create_engine(normalise_url(database_url))
 
-    def size(self) -> int:
+    def size(self, table: str = "therapist_directory") -> int:
         from sqlalchemy import text
         from sqlalchemy.exc import SQLAlchemyError
 
         try:
             with self.engine.connect() as connection:
-                return int(connection.execute(text("SELECT count(*) FROM therapist_directory")).scalar_one())
+                return int(connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
         except SQLAlchemyError:  # not migrated yet
             return 0
 
@@ -278,7 +294,11 @@ async def bare_loop(messages: list[bytes], work: Path) -> float:
         sink.stop()
 
 
-def rendered_messages(therapists: int) -> list[bytes]:
+def request_id(therapist_id: int, index: int, patients: int) -> int:
+    return therapist_id * patients + index
+
+
+def rendered_messages(therapists: int, patients: int = 1) -> list[bytes]:
     """The same kind of message the worker sends, rendered once up front."""
     from zoneinfo import ZoneInfo
 
@@ -293,9 +313,12 @@ def rendered_messages(therapists: int) -> list[bytes]:
     out = []
     for t in range(1, therapists + 1):
         recipient = therapist(t)
-        request = PlacementRequest(t, 10_000 + t, datetime.fromisoformat(REGISTERED_AT), PATIENT)
+        requests = [
+            PlacementRequest(r, r, datetime.fromisoformat(REGISTERED_AT), PATIENT)
+            for r in (request_id(t, p, patients) for p in range(patients))
+        ]
         profile = TherapistProfile(**recipient)
-        rendered = renderer.render("initial_contact", email_context(profile, [request], identity), t)
+        rendered = renderer.render("initial_contact", email_context(profile, requests, identity), t)
         outgoing = OutgoingEmail(
             message_id_for(str(uuid.uuid4()), identity.sender_email),
             identity.sender_email,
@@ -315,19 +338,27 @@ async def main() -> None:
     parser.add_argument("--therapists", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--database", choices=["postgresql", "sqlite"], default="postgresql")
-    parser.add_argument("--connections", type=int, default=1, help="COMM_SMTP_CONNECTIONS of the worker")
     parser.add_argument(
-        "--delivery-process", action="store_true", help="COMM_DELIVERY_PROCESS=true: deliver from a child process"
+        "--connections", type=int, default=None, help="COMM_SMTP_CONNECTIONS of the worker (default: its default)"
     )
+    parser.add_argument(
+        "--delivery-process",
+        choices=["auto", "true", "false"],
+        default=None,
+        help="COMM_DELIVERY_PROCESS of the worker (default: its default, auto)",
+    )
+    parser.add_argument("--patients", type=int, default=1, help="waiting requests per therapist (patients per email)")
     parser.add_argument("--timeline", action="store_true", help="per 100 emails: when stored, sent and arrived")
     add_producer_batch_option(parser)
     args = parser.parse_args()
     max_batch = PRODUCER_MAX_BATCH[args.producer_batch]
-    delivery = {
-        "COMM_SMTP_CONNECTIONS": str(args.connections),
-        "COMM_DELIVERY_PROCESS": "true" if args.delivery_process else "false",
-    }
-    messages = rendered_messages(args.therapists)
+    delivery = {}
+    if args.connections is not None:
+        delivery["COMM_SMTP_CONNECTIONS"] = str(args.connections)
+    if args.delivery_process is not None:
+        delivery["COMM_DELIVERY_PROCESS"] = args.delivery_process
+    worker_settings = Settings.from_environ(delivery)
+    messages = rendered_messages(args.therapists, args.patients)
     rates: dict[str, list[float]] = {"service worker": [], "bare aiosmtplib loop": []}
     end_to_end: list[float] = []
     with tempfile.TemporaryDirectory() as tmp, LocalBroker(log_path=Path(tmp) / "tansu.log") as broker:
@@ -335,11 +366,13 @@ async def main() -> None:
         for repeat in range(args.repeats):
             if args.database == "sqlite":
                 url = f"sqlite:///{work / f'r{repeat}.db'}"
-                rate, total, _ = await pipeline(broker, url, args.therapists, work, max_batch, delivery, args.timeline)
+                rate, total, _ = await pipeline(
+                    broker, url, args.therapists, work, max_batch, delivery, args.timeline, args.patients
+                )
             else:
                 with postgres_database() as url:
                     rate, total, _ = await pipeline(
-                        broker, url, args.therapists, work, max_batch, delivery, args.timeline
+                        broker, url, args.therapists, work, max_batch, delivery, args.timeline, args.patients
                     )
             bare = await bare_loop(messages, work)
             rates["service worker"].append(rate)
@@ -350,10 +383,12 @@ async def main() -> None:
                 f"bare loop {bare:7.0f} emails/s",
                 flush=True,
             )
-    where = "in a child process" if args.delivery_process else "in-process"
+    where = "in a child process" if worker_settings.delivery_process else "in-process"
+    defaults = "" if delivery else " (the defaults)"
     print(
-        f"\n{args.therapists} emails, database {args.database}, producer batching {args.producer_batch}, "
-        f"{args.connections} SMTP connection(s), delivery {where}, "
+        f"\n{args.therapists} emails of {args.patients} patient(s), database {args.database}, "
+        f"producer batching {args.producer_batch}, "
+        f"{worker_settings.smtp_connections} SMTP connection(s), delivery {where}{defaults}, "
         f"median of {args.repeats} runs:\n"
     )
     medians = print_medians("sender", "emails/s", rates)

@@ -12,6 +12,12 @@ records. Time runs from the first changelog record to the N-th, so start-up (gro
 join, recovery) is excluded for both Faust apps alike.
 
     .venv/bin/python bench/bench_ingest.py [--events 20000] [--therapists 4000] [--repeats 3]
+    .venv/bin/python bench/bench_ingest.py --events 10000 --per-therapist 1 10 100 500 --repeats 3
+
+--per-therapist K gives each therapist K requests (events / K therapists), so the last
+events of a therapist arrive at an aggregate already holding up to K - 1 waiting
+requests: it shows how the cost per event grows with the aggregate. Each K is one
+table row, with the changelog bytes per event of both Faust apps beside their rates.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import asyncio
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,6 +35,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -97,10 +105,15 @@ async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]
         await producer.stop()
 
 
+class Measured(NamedTuple):
+    seconds: float  # from the first changelog record to the target count
+    changelog_bytes: int  # keys and values of those records
+
+
 async def watch_changelog(
     bootstrap: str, topic: str, target: int, process: subprocess.Popen[bytes], log: Path
-) -> float:
-    """Seconds from the first changelog record to the target count.
+) -> Measured:
+    """Seconds from the first changelog record to the target count, and their bytes.
 
     Counts records by reading them (Fetch), not by asking for end offsets: Tansu's
     ListOffsets reports the first offset of the last batch, which undercounts as
@@ -115,25 +128,26 @@ async def watch_changelog(
     consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
     await consumer.start()
     try:
-        first, seen = None, 0
+        first, seen, size = None, 0, 0
         deadline = time.monotonic() + 600
         while seen < target:
             if process.poll() is not None:
                 raise RuntimeError(f"process exited: {log.read_text()[-3000:]}")
             batches = await consumer.getmany(timeout_ms=100, max_records=10_000)
             count = sum(len(records) for records in batches.values())
+            size += sum(len(r.key or b"") + len(r.value or b"") for records in batches.values() for r in records)
             if count and first is None:
                 first = time.monotonic()
             seen += count
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{seen}/{target} changelog records")
         assert first is not None
-        return time.monotonic() - first
+        return Measured(time.monotonic() - first, size)
     finally:
         await consumer.stop()
 
 
-async def plain_aiokafka(bootstrap: str, topic: str, count: int) -> float:
+async def plain_aiokafka(bootstrap: str, topic: str, count: int) -> Measured:
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=None,
@@ -154,7 +168,7 @@ async def plain_aiokafka(bootstrap: str, topic: str, count: int) -> float:
                         started = time.monotonic()
                     seen += 1
         assert started is not None
-        return time.monotonic() - started
+        return Measured(time.monotonic() - started, 0)
     finally:
         await consumer.stop()
 
@@ -172,7 +186,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.kill()
 
 
-async def bare_faust(broker: LocalBroker, topic: str, count: int, work: Path) -> float:
+async def bare_faust(broker: LocalBroker, topic: str, count: int, work: Path) -> Measured:
     app_id = f"bare-{uuid.uuid4().hex[:6]}"
     await create_topics(broker.bootstrap, [f"{app_id}-by-therapist", f"{app_id}-pending-changelog"])
     log = work / f"{app_id}.log"
@@ -195,7 +209,7 @@ async def bare_faust(broker: LocalBroker, topic: str, count: int, work: Path) ->
         stop(process)
 
 
-async def service_worker(broker: LocalBroker, topic: str, count: int, work: Path) -> float:
+async def service_worker(broker: LocalBroker, topic: str, count: int, work: Path) -> Measured:
     app_id = f"svc-{uuid.uuid4().hex[:6]}"
     # Created here so that polling its end offsets cannot auto-create it first.
     await create_topics(broker.bootstrap, [f"{app_id}-therapists-changelog"])
@@ -229,10 +243,44 @@ async def service_worker(broker: LocalBroker, topic: str, count: int, work: Path
         stop(process)
 
 
+async def one_size(
+    broker: LocalBroker, events_count: int, therapists: int, repeats: int, tag: str
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Rates (events/s) and changelog bytes per event of each consumer, per repeat."""
+    records = events(events_count, therapists)
+    rates: dict[str, list[float]] = {"plain aiokafka": [], "bare Faust": [], "service worker": []}
+    sizes: dict[str, list[float]] = {"bare Faust": [], "service worker": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for repeat in range(repeats):
+            topic = f"bench-matching-{tag}-{repeat}"
+            await create_topics(broker.bootstrap, [topic])
+            await produce(broker.bootstrap, topic, records)
+            runs = {
+                "plain aiokafka": plain_aiokafka(broker.bootstrap, topic, events_count),
+                "bare Faust": bare_faust(broker, topic, events_count, work),
+                "service worker": service_worker(broker, topic, events_count, work),
+            }
+            for name, run in runs.items():
+                measured = await run
+                rates[name].append(events_count / measured.seconds)
+                if name in sizes:
+                    sizes[name].append(measured.changelog_bytes / events_count)
+                print(
+                    f"repeat {repeat + 1}: {name:<15} {events_count / measured.seconds:9.0f} events/s "
+                    f"({measured.seconds:.2f}s, {measured.changelog_bytes / events_count:,.0f} changelog bytes/event)",
+                    flush=True,
+                )
+    return rates, sizes
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--therapists", type=int, default=4_000)
+    parser.add_argument(
+        "--per-therapist", type=int, nargs="+", help="requests per therapist (instead of --therapists), one row each"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     add_producer_batch_option(parser)
     parser.add_argument("--store", choices=("rocksdb", "memory"), default="rocksdb", help="both apps' table store")
@@ -240,33 +288,36 @@ async def main() -> None:
     global MAX_BATCH, STORE
     MAX_BATCH = PRODUCER_MAX_BATCH[args.producer_batch]
     STORE = args.store
-    records = events(args.events, args.therapists)
-    results: dict[str, list[float]] = {"plain aiokafka": [], "bare Faust": [], "service worker": []}
     with tempfile.TemporaryDirectory() as tmp, LocalBroker(log_path=Path(tmp) / "tansu.log") as broker:
-        work = Path(tmp)
-        for repeat in range(args.repeats):
-            topic = f"bench-matching-{repeat}"
-            await create_topics(broker.bootstrap, [topic])
-            await produce(broker.bootstrap, topic, records)
-            runs = {
-                "plain aiokafka": plain_aiokafka(broker.bootstrap, topic, args.events),
-                "bare Faust": bare_faust(broker, topic, args.events, work),
-                "service worker": service_worker(broker, topic, args.events, work),
-            }
-            for name, run in runs.items():
-                seconds = await run
-                results[name].append(args.events / seconds)
-                print(
-                    f"repeat {repeat + 1}: {name:<15} {args.events / seconds:9.0f} events/s ({seconds:.2f}s)",
-                    flush=True,
-                )
+        if not args.per_therapist:
+            results, _ = await one_size(broker, args.events, args.therapists, args.repeats, "all")
+            print(
+                f"\n{args.events} match.created events over {args.therapists} therapists, {PARTITIONS} partitions, "
+                f"producer batching: {args.producer_batch}, store: {STORE}, median of {args.repeats} runs:\n"
+            )
+            medians = print_medians("consumer", "events/s", results)
+            print(f"\nservice / bare Faust = {medians['service worker'] / medians['bare Faust']:.2f}")
+            print(f"service / plain aiokafka = {medians['service worker'] / medians['plain aiokafka']:.2f}")
+            return
+        rows = []
+        for k in args.per_therapist:
+            rates, sizes = await one_size(broker, args.events, max(1, args.events // k), args.repeats, f"k{k}")
+            rows.append((k, {n: statistics.median(v) for n, v in rates.items()}, sizes))
     print(
-        f"\n{args.events} match.created events over {args.therapists} therapists, {PARTITIONS} partitions, "
-        f"producer batching: {args.producer_batch}, store: {STORE}, median of {args.repeats} runs:\n"
+        f"\n{args.events} match.created events, K requests per therapist, {PARTITIONS} partitions, "
+        f"producer batching: {args.producer_batch}, store: {STORE}, medians of {args.repeats} runs:\n"
     )
-    medians = print_medians("consumer", "events/s", results)
-    print(f"\nservice / bare Faust = {medians['service worker'] / medians['bare Faust']:.2f}")
-    print(f"service / plain aiokafka = {medians['service worker'] / medians['plain aiokafka']:.2f}")
+    print(
+        "| K | plain aiokafka (events/s) | bare Faust (events/s) | service (events/s) | service / bare Faust "
+        "| changelog bytes/event, bare Faust | changelog bytes/event, service |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for k, median, sizes in rows:
+        print(
+            f"| {k} | {median['plain aiokafka']:.0f} | {median['bare Faust']:.0f} | {median['service worker']:.0f} "
+            f"| {median['service worker'] / median['bare Faust']:.2f} "
+            f"| {statistics.median(sizes['bare Faust']):,.0f} | {statistics.median(sizes['service worker']):,.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -42,7 +42,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from bench_delivery import REGISTERED_AT, DirectoryCount, Sink, published, therapist, wait_for, wait_for_topic
+from bench_delivery import (
+    REGISTERED_AT,
+    DirectoryCount,
+    Sink,
+    email_rows,
+    published,
+    therapist,
+    wait_for,
+    wait_for_topic,
+)
 
 from streams.demo.broker import LocalBroker, free_port
 
@@ -228,9 +237,9 @@ async def burst(run: Run, emails: int, samples: int, spread: float, results: Sam
     boundary = (int(time.time()) // BATCH_EVERY + 1) * BATCH_EVERY
     await run.setup(contacted, with_requests=True)
     await run.setup(confirmed, with_requests=False)
-    waiting = WaitingCount(run.database_url)
+    waiting = DirectoryCount(run.database_url)
     try:
-        await wait_for(lambda: waiting.size() >= emails, 120, "every request waits")
+        await wait_for(lambda: waiting.size("waiting_requests") >= emails, 120, "every request waits")
     finally:
         waiting.close()
     if time.time() > boundary - 1 or run.arrivals():
@@ -258,6 +267,10 @@ async def record(run: Run, published_at: dict[int, float], name: str, results: S
     expected = {arrivals[address(t)][1] for t in published_at}
     await wait_for(lambda: expected <= run.sent_events.keys(), 60, "every email_sent event consumed")
     results.add(name, [arrivals[address(t)][0] - at for t, at in published_at.items()])
+    # Where the time goes: up to the email's storing (three Kafka hops), and after it (delivery).
+    stored = stored_at(run.database_url)
+    results.add(f"  published -> stored ({name})", [stored[address(t)] - at for t, at in published_at.items()])
+    results.add(f"  stored -> arrived ({name})", [arrivals[address(t)][0] - stored[address(t)] for t in published_at])
     sent = []
     for t in published_at:
         arrived, message_id = arrivals[address(t)]
@@ -266,16 +279,12 @@ async def record(run: Run, published_at: dict[int, float], name: str, results: S
     results.add(f"email_sent after arrival ({name})", sent)
 
 
-class WaitingCount(DirectoryCount):
-    def size(self) -> int:
-        from sqlalchemy import text
-        from sqlalchemy.exc import SQLAlchemyError
+def stored_at(database_url: str) -> dict[str, float]:
+    """recipient -> when the worker stored the email (its ``created_at``)."""
+    from datetime import UTC
 
-        try:
-            with self.engine.connect() as connection:
-                return int(connection.execute(text("SELECT count(*) FROM waiting_requests")).scalar_one())
-        except SQLAlchemyError:
-            return 0
+    rows = email_rows(database_url, "recipient_email, created_at")
+    return {to: (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp() for to, at in rows}
 
 
 def report(results: Samples) -> None:

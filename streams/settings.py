@@ -56,6 +56,19 @@ class SettingsError(ValueError):
     """A configuration value is invalid; the message names the variable."""
 
 
+# What pydantic reads as a boolean.
+_BOOLEAN_WORDS = frozenset({"true", "false", "1", "0", "yes", "no", "on", "off", "t", "f", "y", "n"})
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, which containers and
+    ``taskset`` narrow), not the host's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 class Settings(MailSettings):
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore", arbitrary_types_allowed=True)
 
@@ -149,10 +162,12 @@ class Settings(MailSettings):
     # A directory whose templates take precedence over the packaged ones.
     template_dir: Path | None = Field(None, alias="COMM_TEMPLATE_DIR")
     # Deliver from a child process of the worker, on a core of its own (see
-    # streams/delivery/process.py); false: inside the worker's event loop.
-    delivery_process: bool = Field(False, alias="COMM_DELIVERY_PROCESS")
-    # SMTP connections a worker sends over at once (one keeps the strict order).
-    smtp_connections: int = Field(1, alias="COMM_SMTP_CONNECTIONS", ge=1, le=16)
+    # streams/delivery/process.py); false: inside the worker's event loop. auto (the
+    # default): true when the process may use a second CPU (BENCHMARKS.md).
+    delivery_process: bool = Field("auto", alias="COMM_DELIVERY_PROCESS", validate_default=True)
+    # SMTP connections a worker sends over at once. The priority classes keep their
+    # order (streams/delivery/loop.py); within a class emails may arrive reordered.
+    smtp_connections: int = Field(3, alias="COMM_SMTP_CONNECTIONS", ge=1, le=16)
     # How many due emails one worker claims from the database at a time.
     delivery_batch_size: int = Field(50, alias="COMM_DELIVERY_BATCH_SIZE", ge=1)
     # How long a worker's claim on an email lasts before another may take it over.
@@ -190,6 +205,15 @@ class Settings(MailSettings):
             return ZoneInfo(str(value))
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {value!r} (expected an IANA name such as Europe/Berlin)") from exc
+
+    @field_validator("delivery_process", mode="before")
+    @classmethod
+    def _auto_process(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return usable_cpus() >= 2
+        if isinstance(value, str) and value.strip().lower() not in _BOOLEAN_WORDS:
+            raise ValueError(f"expected true, false or auto, not {value!r}")
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -36,6 +36,7 @@ from typing import Any
 
 from mode import Service
 
+from domain.delivery_order import priority_of
 from domain.retry import RetryPolicy
 from streams.delivery.mailer import Mailer, SmtpUnavailable, classify
 from streams.delivery.mime import RawMessage, build_message
@@ -224,10 +225,16 @@ class DeliveryService(Service):  # type: ignore[misc]
 
         A connection that cannot be opened leaves the emails to the others; only
         when none can be opened is the server unavailable.
+
+        The priority classes keep their order over several connections: no email
+        is started while an email of a more urgent class is still being sent
+        (``turn``), so each confirmation is accepted before any contact request of
+        the claim begins. Within a class the connections race.
         """
         queue = deque(claimed.emails)
         slots = claimed.slots
-        in_hand: set[int] = set()
+        in_hand: dict[int, int] = {}  # email id -> priority class, while being sent
+        turn = asyncio.Condition()
         group: list[tuple[int, datetime]] = []
         recording: set[asyncio.Future[Any]] = set()
         unavailable: list[SmtpUnavailable] = []
@@ -254,11 +261,18 @@ class DeliveryService(Service):  # type: ignore[misc]
             for email in [e for e in queue if e.id not in held]:
                 queue.remove(email)
 
+        def may_start() -> bool:
+            return not queue or not in_hand or min(in_hand.values()) >= priority_of(queue[0].kind)
+
         async def sender(mailer: Mailer) -> None:
             nonlocal ahead
             while queue and not self.should_stop:
                 if self.clock() - renewed > self.settings.delivery_lease / 3:
                     await renew()
+                    continue
+                if not may_start():  # a more urgent email is still on its way
+                    async with turn:
+                        await turn.wait_for(may_start)
                     continue
                 if self.claim_ahead and ahead is None and len(queue) <= len(claimed.emails) // 2:
                     ahead = self._claim()
@@ -272,7 +286,7 @@ class DeliveryService(Service):  # type: ignore[misc]
                         continue
                     slots.take()
                 email = queue.popleft()
-                in_hand.add(email.id)
+                in_hand[email.id] = priority_of(email.kind)
                 bind_log_context(email_id=email.id, therapist_id=email.therapist_id)
                 sent_at = self.clock()
                 try:
@@ -293,7 +307,9 @@ class DeliveryService(Service):  # type: ignore[misc]
                     if len(group) >= RECORD_GROUP:
                         await record_group()
                 finally:
-                    in_hand.discard(email.id)
+                    del in_hand[email.id]
+                    async with turn:
+                        turn.notify_all()
 
         available, finished = True, False
         try:

@@ -8,11 +8,11 @@ and read only by the service, so they are decoded without a second validation pa
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, ClassVar, Protocol, Self, TypeVar
 
+import orjson
 from faust.serializers import codecs
 
 from domain.bounces import SoftBounces
@@ -24,12 +24,22 @@ from domain.therapist_state import EMAIL, InFlightEmail, Suppression, TherapistS
 STATE_CODEC = "commsvc_therapist_state"
 
 
+def _plain(value: Any) -> Any:
+    """What orjson does not take itself: read-only mappings (e.g. a frozen context)."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
 def dumps(document: Any) -> bytes:
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """Compact UTF-8 JSON (orjson). The input side refuses what orjson cannot write
+    (integers beyond 64 bits, NaN, deep nesting: ``parsing.unencodable``), so a
+    message that was accepted can always be written."""
+    return orjson.dumps(document, default=_plain)
 
 
 def loads(raw: bytes | str) -> Any:
-    return json.loads(raw)
+    return orjson.loads(raw)
 
 
 def time_from_wire(value: str) -> datetime:

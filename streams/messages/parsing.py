@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime
 from typing import Any
 
@@ -64,10 +65,15 @@ def parse_input(
         return Rejection(reason=f"not UTF-8 text (invalid byte at position {exc.start})")
     except json.JSONDecodeError as exc:
         return Rejection(reason=f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+    except RecursionError:
+        return Rejection(reason=f"not accepted: nested deeper than {MAX_DEPTH} levels")
     if not isinstance(document, dict):
         return Rejection(reason=f"envelope must be a JSON object, not {type(document).__name__}")
     event_id = document.get("event_id") if isinstance(document.get("event_id"), str) else None
     event_type = document.get("event_type") if isinstance(document.get("event_type"), str) else None
+    problem = unencodable(document)
+    if problem is not None:
+        return Rejection(reason=problem, event_id=event_id, event_type=event_type)
     try:
         envelope = Envelope.model_validate(document)
     except ValidationError as exc:
@@ -93,6 +99,38 @@ def parse_input(
             reason=f"invalid payload: {describe(exc, 'payload')}", event_id=event_id, event_type=event_type
         )
     return InputEvent(envelope=envelope, payload=payload)
+
+
+# What the service's own JSON (orjson: the table, the internal topics, the outbox)
+# cannot hold. Python's json reads all of it, so it is refused here, with the field,
+# rather than failing later where the message is written.
+MAX_DEPTH = 64
+_INT_RANGE = (-(2**63), 2**64 - 1)
+
+
+def unencodable(document: Any) -> str | None:
+    """Why ``document`` cannot be written as the service writes JSON (the first
+    problem, naming its field but not its value), or None."""
+    low, high = _INT_RANGE
+    stack: list[tuple[str, Any, int]] = [("", document, 0)]
+    while stack:
+        where, value, depth = stack.pop()
+        if isinstance(value, dict):
+            if depth >= MAX_DEPTH:
+                return f"{where or 'the message'}: nested deeper than {MAX_DEPTH} levels"
+            stack.extend((f"{where}.{k}" if where else str(k), v, depth + 1) for k, v in value.items())
+        elif isinstance(value, list):
+            if depth >= MAX_DEPTH:
+                return f"{where or 'the message'}: nested deeper than {MAX_DEPTH} levels"
+            stack.extend((f"{where}[{i}]", v, depth + 1) for i, v in enumerate(value))
+        elif isinstance(value, bool):
+            continue
+        elif isinstance(value, int):
+            if not low <= value <= high:
+                return f"{where}: the integer is outside the 64-bit range this service can store"
+        elif isinstance(value, float) and not math.isfinite(value):
+            return f"{where}: NaN and Infinity are not JSON numbers"
+    return None
 
 
 def oversize(value: bytes, limit: int, limit_name: str) -> Rejection:

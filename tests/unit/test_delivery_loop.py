@@ -11,6 +11,8 @@ from datetime import timedelta
 import aiosmtplib
 import pytest
 
+from domain.decisions import CONFIRMATION, CONTACT_REQUEST, MANUAL
+from domain.delivery_order import priority_of
 from domain.retry import RetryPolicy
 from streams.delivery.loop import RECORD_GROUP, DeliveryService, Outage
 from streams.delivery.mailer import SmtpUnavailable
@@ -209,3 +211,34 @@ async def test_a_claim_the_store_cannot_make_is_tried_again() -> None:
         await store.until(lambda: len(store.sent) == 2, "both sent")
     assert store.claim_attempts == 3
     assert mailer.log.recipients == [recipient(1), recipient(2)]
+
+
+@pytest.mark.parametrize("connections", [1, 3, 4])
+async def test_over_several_connections_each_priority_class_is_accepted_before_the_next_begins(
+    connections: int,
+) -> None:
+    kinds = [CONFIRMATION, CONFIRMATION, CONFIRMATION, MANUAL] + [CONTACT_REQUEST] * 8
+    store = FakeDeliveryStore(claimed_email(i, kind=kind) for i, kind in enumerate(kinds, start=1))
+    mailers, clock = recording_mailers(connections), FakeClock()
+    steps: list[tuple[str, int]] = []  # ("start" | "end", priority class) in the server's order
+    priority = {recipient(i): priority_of(kind) for i, kind in enumerate(kinds, start=1)}
+
+    async def slow_reply(message: RawMessage) -> None:
+        steps.append(("start", priority[message.recipients[0]]))
+        # The server takes its time with the urgent ones: time for another connection to overtake.
+        await asyncio.sleep(0.005 if priority[message.recipients[0]] < 3 else 0)
+        steps.append(("end", priority[message.recipients[0]]))
+
+    for mailer in mailers:
+        mailer.during_send = slow_reply
+    async with running(delivery(store, mailers, clock)):
+        await store.until(lambda: len(store.sent) == len(kinds), "all sent")
+    for at, (step, klass) in enumerate(steps):
+        if step == "start":  # nothing more urgent is still with the server
+            unfinished = [c for s, c in steps[:at] if s == "start"]
+            for s, c in steps[:at]:
+                if s == "end":
+                    unfinished.remove(c)
+            assert all(c >= klass for c in unfinished), steps
+    if connections > 1:  # and within a class, the connections do work at once
+        assert max(sum(1 if s == "start" else -1 for s, _ in steps[:at]) for at in range(len(steps))) > 1

@@ -1,5 +1,6 @@
 """Settings from an environment mapping (CONTRACT §6)."""
 
+import os
 from datetime import timedelta
 
 import pytest
@@ -95,3 +96,21 @@ def test_invalid_secret_is_not_echoed():
     with pytest.raises(SettingsError) as error:
         Settings.from_environ({"COMM_DATABASE_URL": "::postgres-with-secret-pw::"})
     assert "secret-pw" not in str(error.value)
+
+
+@pytest.mark.parametrize(("cpus", "expected"), [({0}, False), ({0, 1}, True), ({2, 5, 7}, True)])
+def test_the_delivery_process_is_on_by_default_when_the_process_may_use_a_second_cpu(monkeypatch, cpus, expected):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: cpus)
+    assert Settings.from_environ({}).delivery_process is expected
+    assert Settings.from_environ({"COMM_DELIVERY_PROCESS": "auto"}).delivery_process is expected
+    assert Settings.from_environ({"COMM_DELIVERY_PROCESS": "false"}).delivery_process is False
+    assert Settings.from_environ({"COMM_DELIVERY_PROCESS": "true"}).delivery_process is True
+
+
+def test_several_smtp_connections_by_default():
+    assert Settings.from_environ({}).smtp_connections == 3
+
+
+def test_a_delivery_process_setting_that_is_neither_true_false_nor_auto_is_refused():
+    with pytest.raises(SettingsError, match=r"COMM_DELIVERY_PROCESS(.|\n)*expected true, false or auto"):
+        Settings.from_environ({"COMM_DELIVERY_PROCESS": "sometimes"})
