@@ -21,6 +21,8 @@ from typing import Any, assert_never
 import faust
 from sqlalchemy.orm import Session
 
+from domain.decisions import CONTACT_REQUEST
+from domain.delivery_order import priority_of
 from streams.delivery.wakeups import Wakeups
 from streams.email import context
 from streams.email.rendering import Renderer
@@ -46,9 +48,12 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Send commands stored per transaction, and how long to wait to fill a batch.
-BATCH = 100
-BATCH_WITHIN = 0.05
+# Send commands taken at once, stored in transactions of STORE_GROUP; how long to
+# wait to fill a batch (a batch is full at once under load, so this only delays a
+# lone command).
+BATCH = 500
+STORE_GROUP = 100
+BATCH_WITHIN = 0.005
 
 
 class SenderAgent:
@@ -81,18 +86,22 @@ class SenderAgent:
     async def __call__(self, stream: faust.StreamT) -> None:
         # noack_take: the events are acknowledged here, after their batch is stored.
         async for events in stream.noack_take(BATCH, within=BATCH_WITHIN):
-            try:
-                await self._store(events)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # Something in the batch can never be stored: one by one, so only
-                # that one goes to the DLQ.
-                for event in events:
-                    await self._one(event)
+            # The therapists with an urgent email (a confirmation, say) first: under a
+            # batch run's burst their emails are stored, and delivered, before the
+            # contact requests taken with them.
+            for group in store_groups(*urgent_first(events)):
+                try:
+                    await self._store(group)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # Something in the group can never be stored: one by one, so
+                    # only that one goes to the DLQ.
+                    for event in group:
+                        await self._one(event)
+                self.wakeups.work_added()
             for event in events:
                 await stream.ack(event)
-            self.wakeups.work_added()
 
     async def _one(self, event: Any) -> None:
         try:
@@ -182,6 +191,48 @@ class SenderAgent:
                 call_booking.book_instead_of_email(session, command, self.policy, self.channels, now)
             case _:
                 assert_never(command)
+
+
+def store_groups(*parts: list[Any]) -> list[list[Any]]:
+    """Each part in transactions of at most STORE_GROUP commands, part after part."""
+    return [part[start : start + STORE_GROUP] for part in parts for start in range(0, len(part), STORE_GROUP)]
+
+
+def urgent_first(events: list[Any]) -> tuple[list[Any], list[Any]]:
+    """``events`` split: those of the therapists that have an urgent email among them
+    (any kind the delivery order puts before contact requests), then the others.
+    Each therapist's commands keep their order (an email may need the request
+    details sent before it); only the order between therapists changes."""
+    urgent: set[int] = set()
+    therapists: list[int | None] = []
+    for event in events:
+        wire = _wire(event.value)
+        therapist_id = _therapist_of(wire)
+        therapists.append(therapist_id)
+        if therapist_id is not None and wire.get("kind") == SendEmail.KIND and _is_urgent(wire.get("email_kind")):
+            urgent.add(therapist_id)
+    if not urgent:
+        return [], events
+    first = [e for e, t in zip(events, therapists, strict=True) if t in urgent]
+    return first, [e for e, t in zip(events, therapists, strict=True) if t not in urgent]
+
+
+def _wire(raw: bytes | None) -> dict[str, Any]:
+    try:
+        wire = loads(raw or b"")
+    except ValueError:
+        return {}
+    return wire if isinstance(wire, dict) else {}
+
+
+def _therapist_of(wire: dict[str, Any]) -> int | None:
+    therapist = wire.get("therapist")
+    therapist_id = therapist.get("therapist_id") if isinstance(therapist, dict) else wire.get("therapist_id")
+    return therapist_id if isinstance(therapist_id, int) else None
+
+
+def _is_urgent(kind: Any) -> bool:
+    return isinstance(kind, str) and priority_of(kind) < priority_of(CONTACT_REQUEST)
 
 
 def _decided_email(raw: bytes | None) -> tuple[int, str] | None:

@@ -156,7 +156,6 @@ class DeliveryService(Service):  # type: ignore[misc]
         pause = self.settings.poll_interval.total_seconds()
         ahead: asyncio.Future[Claimed] | None = None
         while not self.should_stop:
-            self.wakeups.delivery.clear()
             try:
                 claimed = await (ahead if ahead is not None else self._claim())
             except StoreUnavailable:
@@ -179,6 +178,10 @@ class DeliveryService(Service):  # type: ignore[misc]
                 await self.sleep(self.outage.next_pause())
 
     def _claim(self) -> asyncio.Future[Claimed]:
+        # A wake-up from here on may be about an email this claim does not see yet
+        # (a claim made ahead, while the last emails were sent): it stays set, so
+        # the loop claims again instead of waiting for the next poll.
+        self.wakeups.delivery.clear()
         return asyncio.ensure_future(self._claim_now())
 
     async def _claim_now(self) -> Claimed:

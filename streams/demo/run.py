@@ -95,7 +95,7 @@ class Demo:
             "COMM_POLL_INTERVAL": "250ms",
             "COMM_PARTITIONS": "4",
             "COMM_PRODUCER_MAX_BATCH_SIZE": "1",
-            "COMM_CONSUMER_FETCH_MAX_WAIT": "50ms",
+            "COMM_CONSUMER_FETCH_MAX_WAIT": "20ms",
             "COMM_BROKER_SESSION_TIMEOUT": "2s",
             "COMM_BROKER_HEARTBEAT_INTERVAL": "400ms",
             "COMM_TABLE_STANDBY_REPLICAS": "0",

@@ -20,10 +20,12 @@ from streams.delivery.mime import RawMessage
 from streams.delivery.wakeups import Wakeups
 from streams.settings import Settings
 from tests.fakes import (
+    ALWAYS_DUE,
     WAIT,
     FakeClock,
     FakeDeliveryStore,
     RecordingMailer,
+    StoredEmail,
     claimed_email,
     recipient,
     recording_mailers,
@@ -242,3 +244,29 @@ async def test_over_several_connections_each_priority_class_is_accepted_before_t
             assert all(c >= klass for c in unfinished), steps
     if connections > 1:  # and within a class, the connections do work at once
         assert max(sum(1 if s == "start" else -1 for s, _ in steps[:at]) for at in range(len(steps))) > 1
+
+
+async def test_an_email_queued_while_the_next_claim_is_made_ahead_goes_at_once_not_at_the_next_poll() -> None:
+    store, mailers, clock = queue(4), recording_mailers(1), FakeClock()
+    wakeups = Wakeups()
+    service = DeliveryService(
+        settings(COMM_POLL_INTERVAL="1h", COMM_DELIVERY_BATCH_SIZE="4"),
+        store,
+        mailers,
+        POLICY,
+        wakeups,
+        clock,
+        claim_ahead=True,
+    )
+
+    async def queue_one_more(message: RawMessage) -> None:
+        # The last email of the claim: the claim ahead was made (and found nothing);
+        # now the sender agent stores a new email and says so.
+        if message.recipients[0] == recipient(4):
+            store.rows[5] = StoredEmail(claimed_email(5), ALWAYS_DUE)
+            wakeups.work_added()
+
+    mailers[0].during_send = queue_one_more
+    async with running(service):
+        await store.until(lambda: 5 in store.sent_ids, "the new email sent (not an hour later)")
+    assert store.claims[:2] == [[1, 2, 3, 4], []]

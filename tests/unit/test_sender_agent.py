@@ -14,7 +14,7 @@ import pytest
 
 from domain.placement import PlacementRequest
 from domain.therapist import TherapistProfile
-from streams.agents.sender import SenderAgent
+from streams.agents.sender import SenderAgent, urgent_first
 from streams.delivery.wakeups import Wakeups
 from streams.email.context import Identity
 from streams.messages import inbox, send_commands
@@ -159,3 +159,38 @@ async def test_a_send_email_too_broken_to_decode_still_releases_the_window(monke
     assert dead["reason"] == "internal error: ValueError"
     [released] = [inbox.decode(s.value) for s in sent(agent.topics.inbox)]
     assert released == inbox.EmailFailed(7, "k-1")
+
+
+def therapist_email(therapist_id: int, key: str, kind: str = "contact_request") -> send_commands.SendEmail:
+    profile = TherapistProfile(therapist_id, f"praxis{therapist_id}@example.org", "Eva", "Müller")
+    return send_commands.SendEmail(key, kind, therapist_id, profile, (request(therapist_id),), NOW, True, "x")
+
+
+async def test_under_a_burst_the_therapists_with_a_confirmation_are_stored_first_each_in_their_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = Calls(monkeypatch)
+    agent, database = sender()
+    commands: list[send_commands.SendCommand] = [therapist_email(t, f"contact-{t}") for t in range(1, 251)]
+    # Therapist 900: its request's details, then its confirmation, behind 250 contact emails.
+    commands += [send_commands.RequestDetails(900, request(900)), therapist_email(900, "confirm", "confirmation")]
+    commands += [therapist_email(t, f"contact-{t}") for t in range(251, 301)]
+    stream = RecordStream(
+        Record(encode(c), str(c.therapist_id).encode(), "svc-send-commands", 0, i) for i, c in enumerate(commands)
+    )
+    await agent(stream)  # type: ignore[arg-type]
+
+    assert calls.names()[:2] == ["details", "emails"]
+    assert [d.request.placement_request_id for d in calls.log[0][1]] == [900]
+    assert [e.email_key for e in calls.log[1][1]] == ["confirm"]
+    stored = [e.email_key for name, run in calls.log if name == "emails" for e in run]
+    assert stored[1:] == [f"contact-{t}" for t in range(1, 301)]  # the others in their order
+    assert len(database.runs) == 4  # the urgent ones on their own, then groups of STORE_GROUP commands
+    assert len(stream.acked) == len(commands)
+
+
+async def test_without_an_urgent_email_the_order_is_kept() -> None:
+    events = [SimpleNamespace(value=encode(therapist_email(t, f"c{t}"))) for t in (3, 1, 2)]
+    assert urgent_first(events) == ([], events)
+    events.append(SimpleNamespace(value=b"not json"))
+    assert urgent_first(events) == ([], events)
