@@ -26,6 +26,8 @@ from streams.email import context
 from streams.email.rendering import Renderer
 from streams.kafka.dead_letters import dead_letter_waiting
 from streams.kafka.topics import Topics
+from streams.messages.bundles import KIND as BUNDLE
+from streams.messages.bundles import MemberRecord
 from streams.messages.codec import encode, loads
 from streams.messages.inbox import EmailFailed
 from streams.messages.send_commands import (
@@ -36,8 +38,8 @@ from streams.messages.send_commands import (
     SendCommand,
     SendEmail,
     SettleRequest,
+    unpack,
 )
-from streams.messages.send_commands import decode as decode_send_command
 from streams.ops.logs import ThrottledWarning, bind_log_context, log_failure
 from streams.ops.metrics import NO_METRICS, Metrics
 from streams.persistence import call_booking, directory, email_creation, outbox, settled_requests, waiting_requests
@@ -82,7 +84,7 @@ class SenderAgent:
         # noack_take: the events are acknowledged here, after their batch is stored.
         async for events in stream.noack_take(BATCH, within=BATCH_WITHIN):
             try:
-                await self._store(events)
+                await self._store([command for event in events for command in unpack(event.value)])
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -95,33 +97,45 @@ class SenderAgent:
             self.wakeups.work_added()
 
     async def _one(self, event: Any) -> None:
+        """One record's commands (one, or a bundle), each stored on its own."""
+        message = event.message
         try:
-            await self._store([event])
-        except asyncio.CancelledError:
-            raise
+            commands = unpack(event.value)
         except Exception as exc:
-            log_failure(log, "sender agent: cannot carry out a command", exc)
-            await dead_letter_waiting(
-                self.topics.dlq,
-                event.message,
-                f"internal error: {type(exc).__name__}",
-                self.clock(),
-                self.database_warning,
-                metrics=self.metrics,
-            )
-            await self._abandon(event)
+            await self._dead_letter(message, exc)
+            for therapist_id, email_key in _decided_emails(event.value):
+                await self._abandon(therapist_id, email_key)
+            return
+        for command in commands:
+            try:
+                await self._store([command])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if len(commands) > 1:
+                    key = str(command.therapist_id).encode()
+                    message = MemberRecord(message.topic, message.partition, message.offset, key, encode(command))
+                await self._dead_letter(message, exc)
+                if isinstance(command, SendEmail) and command.email_key:
+                    await self._abandon(command.therapist_id, command.email_key)
 
-    async def _abandon(self, event: Any) -> None:
-        """A decided email that will not be created must not hold the window, even
-        when the command is too broken to decode: its key and therapist suffice."""
-        decided = _decided_email(event.value)
-        if decided is not None:
-            therapist_id, email_key = decided
-            failed = EmailFailed(therapist_id, email_key)
-            await self.topics.inbox.send(key=str(therapist_id).encode(), value=encode(failed))
+    async def _dead_letter(self, message: Any, exc: Exception) -> None:
+        log_failure(log, "sender agent: cannot carry out a command", exc)
+        await dead_letter_waiting(
+            self.topics.dlq,
+            message,
+            f"internal error: {type(exc).__name__}",
+            self.clock(),
+            self.database_warning,
+            metrics=self.metrics,
+        )
 
-    async def _store(self, events: list[Any]) -> None:
-        commands = [decode_send_command(event.value) for event in events]
+    async def _abandon(self, therapist_id: int, email_key: str) -> None:
+        """A decided email that will not be created must not hold the window."""
+        failed = EmailFailed(therapist_id, email_key)
+        await self.topics.inbox.send(key=str(therapist_id).encode(), value=encode(failed))
+
+    async def _store(self, commands: list[SendCommand]) -> None:
         await run_retrying(
             self.database,
             self._carry_out,
@@ -184,19 +198,19 @@ class SenderAgent:
                 assert_never(command)
 
 
-def _decided_email(raw: bytes | None) -> tuple[int, str] | None:
-    """The therapist and key of the email a ``send_email`` command decided, read as
-    loosely as possible (the command may be what could not be decoded)."""
+def _decided_emails(raw: bytes | None) -> list[tuple[int, str]]:
+    """The therapist and key of each email that the ``send_email`` commands of a
+    record that cannot be decoded decided, read as loosely as possible."""
     try:
-        command = decode_send_command(raw or b"")
-    except Exception:
+        wire = loads(raw or b"")
+    except Exception:  # not even JSON: there is no decided email to abandon
+        return []
+    members = wire.get("messages") if isinstance(wire, dict) and wire.get("kind") == BUNDLE else [wire]
+    decided = []
+    for member in members if isinstance(members, list) else []:
         try:
-            wire = loads(raw or b"")
-            if wire.get("kind") == SendEmail.KIND and wire.get("email_key"):
-                return int(wire["therapist"]["therapist_id"]), str(wire["email_key"])
-        except Exception:  # not even that: there is no decided email to abandon
-            return None
-        return None
-    if isinstance(command, SendEmail) and command.email_key:
-        return command.therapist_id, command.email_key
-    return None
+            if member.get("kind") == SendEmail.KIND and member.get("email_key"):
+                decided.append((int(member["therapist"]["therapist_id"]), str(member["email_key"])))
+        except Exception:  # noqa: S112 - this one names no email; the others may
+            continue
+    return decided
