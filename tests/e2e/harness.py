@@ -337,7 +337,7 @@ class Mailbox:
         return self.to(address)
 
 
-def _inbox_messages(inbox: Collector) -> Iterator[dict[str, Any]]:
+def inbox_messages(inbox: Collector) -> Iterator[dict[str, Any]]:
     """The messages in the inbox records read so far, those of bundles one by one."""
     for record in next(iter(inbox.records.values()), []):
         if record.get("kind") == "bundle":
@@ -427,7 +427,7 @@ class Service:
         await inbox.start()
         try:
             await inbox.wait_for(
-                lambda: sum(1 for m in _inbox_messages(inbox) if m.get("kind") == kind) >= count,
+                lambda: sum(1 for m in inbox_messages(inbox) if m.get("kind") == kind) >= count,
                 timeout=timeout,
                 what=f"{count} {kind} forwarded to the therapist inbox",
             )

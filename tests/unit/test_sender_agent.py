@@ -18,6 +18,7 @@ from streams.agents.sender import SenderAgent
 from streams.delivery.wakeups import Wakeups
 from streams.email.context import Identity
 from streams.messages import inbox, send_commands
+from streams.messages.bundles import Entry, pack
 from streams.messages.codec import encode
 from streams.persistence import call_booking, directory, email_creation, settled_requests, waiting_requests
 from streams.persistence.outbox import Channels
@@ -159,3 +160,57 @@ async def test_a_send_email_too_broken_to_decode_still_releases_the_window(monke
     assert dead["reason"] == "internal error: ValueError"
     [released] = [inbox.decode(s.value) for s in sent(agent.topics.inbox)]
     assert released == inbox.EmailFailed(7, "k-1")
+
+
+def bundled(*commands: send_commands.SendCommand, offset: int = 0) -> Record:
+    [record] = pack([Entry(0, b"7", encode(c), None) for c in commands])
+    return Record(record.value, record.key, "svc-send-commands", 0, offset)
+
+
+async def test_the_commands_of_bundles_are_stored_together_in_their_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = Calls(monkeypatch)
+    agent, database = sender()
+    stream = RecordStream(
+        [
+            bundled(send_commands.RequestDetails(7, request(1)), send_commands.RequestDetails(7, request(2))),
+            bundled(email("a", 1), send_commands.SettleRequest(7, 3, "cancelled"), offset=1),
+        ]
+    )
+    await agent(stream)  # type: ignore[arg-type]
+
+    assert len(database.runs) == 1
+    assert calls.names() == ["details", "emails", "settle"]
+    assert [d.request.placement_request_id for d in calls.log[0][1]] == [1, 2]
+    assert len(stream.acked) == 2
+
+
+async def test_a_bundled_command_that_cannot_be_stored_is_dead_lettered_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = Calls(monkeypatch, fail_on="'broken'")
+    agent, _ = sender()
+    broken = email("broken", 2)
+    stream = RecordStream([bundled(email("good", 1), broken, send_commands.SettleRequest(7, 3, "closed"), offset=4)])
+    await agent(stream)  # type: ignore[arg-type]
+
+    assert [[e.email_key for e in run] for name, run in calls.log if name == "emails"] == [["good"]]
+    assert ("settle", send_commands.SettleRequest(7, 3, "closed")) in calls.log
+    [dead] = [json.loads(s.value) for s in sent(agent.topics.dlq)]
+    assert (dead["offset"], dead["key"], dead["reason"]) == (4, "7", "internal error: ValueError")
+    assert dead["value"] == encode(broken).decode()  # the command alone
+    [released] = [inbox.decode(s.value) for s in sent(agent.topics.inbox)]
+    assert released == inbox.EmailFailed(7, "broken")
+    assert len(stream.acked) == 1
+
+
+async def test_an_undecodable_bundle_releases_the_windows_of_the_emails_it_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    Calls(monkeypatch)
+    agent, _ = sender()
+    record = bundled(email("k-1", 1), email("k-2", 2))
+    value = record.value.replace(b'"decided_at":"', b'"decided_at":"x')  # type: ignore[union-attr]
+    await agent(RecordStream([Record(value, None, "svc-send-commands", 0, 0)]))  # type: ignore[arg-type]
+
+    [dead] = [json.loads(s.value) for s in sent(agent.topics.dlq)]
+    assert dead["reason"] == "internal error: ValueError"
+    released = [inbox.decode(s.value) for s in sent(agent.topics.inbox)]
+    assert released == [inbox.EmailFailed(7, "k-1"), inbox.EmailFailed(7, "k-2")]
