@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import itertools
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from streams.messages import inbox
 from streams.messages.bundles import MemberRecord
 from streams.messages.codec import encode
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -47,3 +50,17 @@ def by_therapist(items: Iterable[Item]) -> dict[int, list[Item]]:
             raise ValueError("a tick is not about one therapist")
         groups.setdefault(item.message.therapist_id, []).append(item)
     return groups
+
+
+def across_partitions(writes: Mapping[int, tuple[T, Any]]) -> Iterator[tuple[int, tuple[T, Any]]]:
+    """The table writes of a batch (therapist -> (state, the event it is written in)),
+    taking the partitions in turn. With one record per producer batch (Tansu), a
+    changelog record waits until the one before it in its partition has gone out,
+    and Faust sends them one after another: writes in a row for one partition would
+    go out one per broker round trip, taken in turn up to one per partition."""
+    runs: dict[int | None, list[tuple[int, tuple[T, Any]]]] = {}
+    for therapist_id, write in writes.items():
+        event = write[1]
+        runs.setdefault(None if event is None else event.message.partition, []).append((therapist_id, write))
+    for turn in itertools.zip_longest(*runs.values()):
+        yield from (write for write in turn if write is not None)

@@ -22,7 +22,7 @@ import faust
 from domain import batching, schedule, send_window
 from domain.decisions import BookCall, Decision, RejectCommand, SendEmail
 from domain.therapist_state import TherapistState
-from streams.agents.inbox_items import Item, Refusal, by_therapist
+from streams.agents.inbox_items import Item, Refusal, across_partitions, by_therapist
 from streams.agents.outbound import Outbound
 from streams.agents.ticks import bookmark_key, partition_of
 from streams.kafka.current_event import processing
@@ -221,7 +221,7 @@ class TherapistAgent:
                 )
         await outbound.flush()
         active = self._active_partitions()
-        for therapist_id, (state, event) in states.items():
+        for therapist_id, (state, event) in across_partitions(states):
             if event is None:
                 self.table[therapist_id] = state
             elif active is None or event.message.tp in active:

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from domain.therapist_state import TherapistState
 from streams.agents import therapist as therapist_agent
+from streams.agents.inbox_items import across_partitions
 from streams.agents.therapist import StateTooLarge, TherapistAgent
 from streams.agents.ticks import partition_of
 from streams.messages import inbox, send_commands
@@ -170,3 +172,11 @@ async def test_messages_before_a_tick_in_a_batch_are_applied_before_its_batch_ru
     emails = [c for record in commands_sent(agent_) for c in record if isinstance(c, send_commands.SendEmail)]
     assert [[r.placement_request_id for r in e.requests] for e in emails] == [[1]]
     assert pending(table, A) == []
+
+
+def test_a_batchs_table_writes_take_the_partitions_in_turn() -> None:
+    def on(partition: int) -> Any:
+        return SimpleNamespace(message=SimpleNamespace(partition=partition))
+
+    writes = {1: ("a", on(0)), 2: ("b", on(0)), 3: ("c", on(0)), 4: ("d", on(2)), 5: ("e", on(2)), 6: ("f", on(1))}
+    assert [therapist for therapist, _ in across_partitions(writes)] == [1, 4, 6, 2, 5, 3]
