@@ -6,10 +6,11 @@ In the same run, over the same events, two baselines:
   * a bare Faust app that only repartitions by therapist and makes one table update
     per event (the framework's own floor).
 
-"In the pending state" is observed from outside: each event processed by the table
-agent writes one changelog record, so the run ends when the changelog holds N
-records. Time runs from the first changelog record to the N-th, so start-up (group
-join, recovery) is excluded for both Faust apps alike.
+"In the pending state" is observed from outside: the run ends when the latest
+changelog values of all therapists hold N waiting requests (the service writes a
+therapist once per inbox bundle, which may carry several of its events). Time runs
+from the first changelog record to that point, so start-up (group join, recovery)
+is excluded for both Faust apps alike.
 
     .venv/bin/python bench/bench_ingest.py [--events 20000] [--therapists 4000] [--repeats 3]
     .venv/bin/python bench/bench_ingest.py --events 10000 --per-therapist 1 10 100 500 --repeats 3
@@ -37,6 +38,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from bench_common import PRODUCER_MAX_BATCH, add_producer_batch_option, print_medians
@@ -106,18 +108,31 @@ async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]
 
 
 class Measured(NamedTuple):
-    seconds: float  # from the first changelog record to the target count
+    seconds: float  # from the first changelog record until the target count waits
     changelog_bytes: int  # keys and values of those records
+
+
+def pending_count(value: bytes | None) -> int:
+    """How many requests a changelog value holds waiting: the service's therapist
+    state (its ``pending``), or the bare app's list of request ids."""
+    if not value:
+        return 0
+    document = orjson.loads(value)
+    if isinstance(document, dict):
+        return len(document.get("pending", ()))
+    return len(document) if isinstance(document, list) else 0
 
 
 async def watch_changelog(
     bootstrap: str, topic: str, target: int, process: subprocess.Popen[bytes], log: Path
 ) -> Measured:
-    """Seconds from the first changelog record to the target count, and their bytes.
+    """Seconds from the first changelog record until ``target`` requests are waiting
+    in the table (the latest value of each key counts), and the records' bytes.
 
-    Counts records by reading them (Fetch), not by asking for end offsets: Tansu's
-    ListOffsets reports the first offset of the last batch, which undercounts as
-    soon as records are batched."""
+    A table write may carry several events (the service writes each therapist once
+    per inbox bundle), so requests are counted in the values, not records. Records
+    are read (Fetch), not counted by end offsets: Tansu's ListOffsets reports the
+    first offset of the last batch, which undercounts as soon as records are batched."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=None,
@@ -128,19 +143,24 @@ async def watch_changelog(
     consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
     await consumer.start()
     try:
-        first, seen, size = None, 0, 0
+        first, size = None, 0
+        waiting: dict[bytes | None, int] = {}
+        seen = 0
         deadline = time.monotonic() + 600
         while seen < target:
             if process.poll() is not None:
                 raise RuntimeError(f"process exited: {log.read_text()[-3000:]}")
             batches = await consumer.getmany(timeout_ms=100, max_records=10_000)
-            count = sum(len(records) for records in batches.values())
-            size += sum(len(r.key or b"") + len(r.value or b"") for records in batches.values() for r in records)
-            if count and first is None:
-                first = time.monotonic()
-            seen += count
+            for records in batches.values():
+                for r in records:
+                    if first is None:
+                        first = time.monotonic()
+                    size += len(r.key or b"") + len(r.value or b"")
+                    count = pending_count(r.value)
+                    seen += count - waiting.get(r.key, 0)
+                    waiting[r.key] = count
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{seen}/{target} changelog records")
+                raise TimeoutError(f"{seen}/{target} requests waiting")
         assert first is not None
         return Measured(time.monotonic() - first, size)
     finally:

@@ -154,8 +154,7 @@ class TherapistState(Reach):
         request_id = request.placement_request_id
         if request_id in self.pending:
             # A replay (or the same request proposed again): its details are kept
-            # again, idempotently. The edge does not wait for the broker to take them
-            # before it writes the table, so a crash in between is repaired here.
+            # again, idempotently, in case they never reached the database.
             self._replayed(event_id, now)
             return [KeepRequestDetails(request)] if request.patient else []
         if self._replayed(event_id, now):

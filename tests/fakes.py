@@ -347,8 +347,15 @@ class Sent:
 
 @dataclass
 class RecordingTopic:
+    """Records what is sent. The broker acknowledges each send at once, unless the
+    test holds the acknowledgements (``hold``, then ``release``) or has the broker
+    refuse a value (``refuse`` returns the error for it, or None)."""
+
     name: str
     sent: list[Sent] = field(default_factory=list)
+    hold: bool = False
+    held: list[asyncio.Future[None]] = field(default_factory=list)
+    refuse: Callable[[bytes], BaseException | None] | None = None
 
     def get_topic_name(self) -> str:
         return self.name
@@ -357,8 +364,21 @@ class RecordingTopic:
         self.sent.append(Sent(key, value, partition))
         # Faust's send returns a future of the broker's acknowledgement.
         acknowledged: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        acknowledged.set_result(None)
+        error = self.refuse(value) if self.refuse is not None else None
+        if error is not None:
+            acknowledged.set_exception(error)
+        elif self.hold:
+            self.held.append(acknowledged)
+        else:
+            acknowledged.set_result(None)
         return acknowledged
+
+    def release(self) -> None:
+        """The broker acknowledges what it was holding."""
+        for future in self.held:
+            future.set_result(None)
+        self.held.clear()
+        self.hold = False
 
 
 def recording_topics() -> Topics:

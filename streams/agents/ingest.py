@@ -3,11 +3,11 @@ the rest by therapist into the inbox (CONTRACT §3, §5.8)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Any
 
 import faust
@@ -19,6 +19,7 @@ from streams.kafka.dead_letters import dead_letter_waiting
 from streams.kafka.publishing import PublishRefused, until_published
 from streams.kafka.topics import Topics
 from streams.messages import inbox
+from streams.messages.bundles import Entry, Packed, pack, partition_of
 from streams.messages.codec import encode
 from streams.messages.inputs import (
     MATCHING_EVENTS,
@@ -34,6 +35,11 @@ from streams.ops.metrics import NO_METRICS, Metrics, Outcome
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# Inputs taken at most at once, and how long to wait for more: under load a batch
+# fills in well under that; a lone input waits at most this long.
+BATCH = 250
+BATCH_WITHIN = 0.005
 
 
 def match_message(event: InputEvent) -> tuple[inbox.Repartitioned, str | None]:
@@ -112,8 +118,10 @@ class IngestAgent:
         clock: Callable[[], datetime],
         limits: InputLimits,
         metrics: Metrics = NO_METRICS,
+        partitions: int = 1,
     ) -> None:
         self.topics = topics
+        self.partitions = partitions  # of the inbox
         # Counts what is refused here; the therapist agent counts what it applies.
         self.metrics = metrics
         self.known = known
@@ -138,36 +146,63 @@ class IngestAgent:
         return parsed
 
     async def __call__(self, stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            message = event.message
+        # noack_take: each input is acknowledged here, once what it caused is.
+        async for events in stream.noack_take(BATCH, within=BATCH_WITHIN):
+            entries = [entry for event in events if (entry := await self._accept(event)) is not None]
+            await asyncio.gather(*(self._forward(run) for run in _by_partition(pack(entries))))
+            for event in events:
+                await stream.ack(event)
+
+    async def _accept(self, event: Any) -> Entry[Any] | None:
+        """The inbox message for one input, ready to pack; or None, the input having
+        been dead-lettered."""
+        message = event.message
+        try:
+            parsed = self._parse(message.value)
+            bind_log_context(event_id=parsed.event_id)
+            if isinstance(parsed, Rejection):
+                await self.reject(message, parsed)
+                self.metrics.input_event(message.topic, Outcome.REJECTED)
+                return None
+            forwarded, refused = self.translate(parsed)
+            bind_log_context(event_id=parsed.event_id, therapist_id=forwarded.therapist_id)
+            if refused is not None:
+                # The availability goes to the DLQ for a person to fix; the rest applies.
+                reason = (
+                    f"payload.{refused} (the availability was refused; the rest of the event was applied, "
+                    "so a corrected availability must be sent with a new event_id)"
+                )
+                await self.reject(
+                    message, Rejection(reason=reason, event_id=parsed.event_id, event_type=parsed.event_type)
+                )
+            partition = partition_of(forwarded.therapist_id, self.partitions)
+            return Entry(partition, str(forwarded.therapist_id).encode(), encode(forwarded), event)
+        except Exception as exc:
+            log_failure(log, "ingest: unexpected failure", exc)
+            await self.reject(message, Rejection(reason=f"internal error: {type(exc).__name__}"))
+            self.metrics.input_event(message.topic, Outcome.ERROR)
+            return None
+
+    async def _forward(self, records: list[Packed[Any]]) -> None:
+        """One inbox partition's records, in order, each acknowledged by the broker
+        before the next is sent. A record the broker refuses for good sends its
+        inputs to the DLQ."""
+        for record in records:
+
+            async def publish(record: Packed[Any] = record) -> None:
+                await (await self.topics.inbox.send(key=record.key, value=record.value, partition=record.partition))
+
             try:
-                parsed = self._parse(message.value)
-                bind_log_context(event_id=parsed.event_id)
-                if isinstance(parsed, Rejection):
-                    await self.reject(message, parsed)
-                    self.metrics.input_event(message.topic, Outcome.REJECTED)
-                    continue
-                forwarded, refused = self.translate(parsed)
-                bind_log_context(event_id=parsed.event_id, therapist_id=forwarded.therapist_id)
-                if refused is not None:
-                    # The availability goes to the DLQ for a person to fix; the rest applies.
-                    reason = (
-                        f"payload.{refused} (the availability was refused; the rest of the event was applied, "
-                        "so a corrected availability must be sent with a new event_id)"
-                    )
-                    await self.reject(
-                        message, Rejection(reason=reason, event_id=parsed.event_id, event_type=parsed.event_type)
-                    )
-                key = str(forwarded.therapist_id).encode()
-                send = partial(self.topics.inbox.send, key=key, value=encode(forwarded))
-                await until_published(send, self.broker_warning)
-            except PublishRefused as refused:
-                await self.reject(message, Rejection(reason=f"internal error: {refused}"))
-                self.metrics.input_event(message.topic, Outcome.ERROR)
+                await until_published(publish, self.broker_warning)
             except Exception as exc:
-                log_failure(log, "ingest: unexpected failure", exc)
-                await self.reject(message, Rejection(reason=f"internal error: {type(exc).__name__}"))
-                self.metrics.input_event(message.topic, Outcome.ERROR)
+                if isinstance(exc, PublishRefused):
+                    reason = f"internal error: {exc}"
+                else:
+                    log_failure(log, "ingest: unexpected failure", exc)
+                    reason = f"internal error: {type(exc).__name__}"
+                for event in record.items:
+                    await self.reject(event.message, Rejection(reason=reason))
+                    self.metrics.input_event(event.message.topic, Outcome.ERROR)
 
     async def reject(self, message: Any, rejection: Rejection) -> None:
         # The reason names the field, never its value; the value travels in the record.
@@ -192,7 +227,8 @@ def _rounded(delta: timedelta) -> str:
 def matching_ingest(
     topics: Topics, clock: Callable[[], datetime], settings: Settings, metrics: Metrics = NO_METRICS
 ) -> IngestAgent:
-    return IngestAgent(topics, MATCHING_EVENTS, match_message, clock, InputLimits.of(settings), metrics)
+    limits = InputLimits.of(settings)
+    return IngestAgent(topics, MATCHING_EVENTS, match_message, clock, limits, metrics, settings.partitions)
 
 
 def therapist_ingest(
@@ -200,4 +236,11 @@ def therapist_ingest(
 ) -> IngestAgent:
     # Directory events are ordered per therapist: a clock far ahead must not outrank the next.
     limits = InputLimits.of(settings, check_time=True)
-    return IngestAgent(topics, THERAPIST_EVENTS, therapist_message, clock, limits, metrics)
+    return IngestAgent(topics, THERAPIST_EVENTS, therapist_message, clock, limits, metrics, settings.partitions)
+
+
+def _by_partition(records: list[Packed[Any]]) -> list[list[Packed[Any]]]:
+    runs: dict[int, list[Packed[Any]]] = {}
+    for record in records:
+        runs.setdefault(record.partition, []).append(record)
+    return list(runs.values())

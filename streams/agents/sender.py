@@ -28,6 +28,8 @@ from streams.email import context
 from streams.email.rendering import Renderer
 from streams.kafka.dead_letters import dead_letter_waiting
 from streams.kafka.topics import Topics
+from streams.messages.bundles import KIND as BUNDLE
+from streams.messages.bundles import MemberRecord
 from streams.messages.codec import encode, loads
 from streams.messages.inbox import EmailFailed
 from streams.messages.send_commands import (
@@ -38,8 +40,8 @@ from streams.messages.send_commands import (
     SendCommand,
     SendEmail,
     SettleRequest,
+    unpack,
 )
-from streams.messages.send_commands import decode as decode_send_command
 from streams.ops.logs import ThrottledWarning, bind_log_context, log_failure
 from streams.ops.metrics import NO_METRICS, Metrics
 from streams.persistence import call_booking, directory, email_creation, outbox, settled_requests, waiting_requests
@@ -48,10 +50,10 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Send commands taken at once, stored in transactions of STORE_GROUP; how long to
-# wait to fill a batch (a batch is full at once under load, so this only delays a
-# lone command).
-BATCH = 500
+# Records taken at once (each one command or a bundle of them), their commands
+# stored in transactions of STORE_GROUP; how long to wait to fill a batch (under
+# load a batch is full at once, so this only delays a lone command).
+BATCH = 100
 STORE_GROUP = 100
 BATCH_WITHIN = 0.005
 
@@ -86,51 +88,71 @@ class SenderAgent:
     async def __call__(self, stream: faust.StreamT) -> None:
         # noack_take: the events are acknowledged here, after their batch is stored.
         async for events in stream.noack_take(BATCH, within=BATCH_WITHIN):
-            # The therapists with an urgent email (a confirmation, say) first: under a
-            # batch run's burst their emails are stored, and delivered, before the
-            # contact requests taken with them.
-            for group in store_groups(*urgent_first(events)):
-                try:
+            try:
+                commands = [command for event in events for command in unpack(event.value)]
+            except Exception:
+                commands = None  # a record that cannot be read: each one on its own
+            # The therapists with an urgent email (a confirmation, say) first, in a
+            # transaction of their own: under a batch run's burst their emails are
+            # stored, and delivered, before the contact requests taken with them.
+            groups = [] if commands is None else store_groups(*urgent_first(commands))
+            try:
+                for group in groups:
                     await self._store(group)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    # Something in the group can never be stored: one by one, so
-                    # only that one goes to the DLQ.
-                    for event in group:
-                        await self._one(event)
+                    self.wakeups.work_added()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                commands = None  # something can never be stored
+            if commands is None:
+                # One record at a time, each command alone, so only the one at fault
+                # goes to the DLQ (storing again what was stored changes nothing).
+                for event in events:
+                    await self._one(event)
                 self.wakeups.work_added()
             for event in events:
                 await stream.ack(event)
 
     async def _one(self, event: Any) -> None:
+        """One record's commands (one, or a bundle), each stored on its own."""
+        message = event.message
         try:
-            await self._store([event])
-        except asyncio.CancelledError:
-            raise
+            commands = unpack(event.value)
         except Exception as exc:
-            log_failure(log, "sender agent: cannot carry out a command", exc)
-            await dead_letter_waiting(
-                self.topics.dlq,
-                event.message,
-                f"internal error: {type(exc).__name__}",
-                self.clock(),
-                self.database_warning,
-                metrics=self.metrics,
-            )
-            await self._abandon(event)
+            await self._dead_letter(message, exc)
+            for therapist_id, email_key in _decided_emails(event.value):
+                await self._abandon(therapist_id, email_key)
+            return
+        for command in commands:
+            try:
+                await self._store([command])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if len(commands) > 1:
+                    key = str(command.therapist_id).encode()
+                    message = MemberRecord(message.topic, message.partition, message.offset, key, encode(command))
+                await self._dead_letter(message, exc)
+                if isinstance(command, SendEmail) and command.email_key:
+                    await self._abandon(command.therapist_id, command.email_key)
 
-    async def _abandon(self, event: Any) -> None:
-        """A decided email that will not be created must not hold the window, even
-        when the command is too broken to decode: its key and therapist suffice."""
-        decided = _decided_email(event.value)
-        if decided is not None:
-            therapist_id, email_key = decided
-            failed = EmailFailed(therapist_id, email_key)
-            await self.topics.inbox.send(key=str(therapist_id).encode(), value=encode(failed))
+    async def _dead_letter(self, message: Any, exc: Exception) -> None:
+        log_failure(log, "sender agent: cannot carry out a command", exc)
+        await dead_letter_waiting(
+            self.topics.dlq,
+            message,
+            f"internal error: {type(exc).__name__}",
+            self.clock(),
+            self.database_warning,
+            metrics=self.metrics,
+        )
 
-    async def _store(self, events: list[Any]) -> None:
-        commands = [decode_send_command(event.value) for event in events]
+    async def _abandon(self, therapist_id: int, email_key: str) -> None:
+        """A decided email that will not be created must not hold the window."""
+        failed = EmailFailed(therapist_id, email_key)
+        await self.topics.inbox.send(key=str(therapist_id).encode(), value=encode(failed))
+
+    async def _store(self, commands: list[SendCommand]) -> None:
         await run_retrying(
             self.database,
             self._carry_out,
@@ -193,61 +215,39 @@ class SenderAgent:
                 assert_never(command)
 
 
-def store_groups(*parts: list[Any]) -> list[list[Any]]:
+def store_groups(*parts: list[SendCommand]) -> list[list[SendCommand]]:
     """Each part in transactions of at most STORE_GROUP commands, part after part."""
     return [part[start : start + STORE_GROUP] for part in parts for start in range(0, len(part), STORE_GROUP)]
 
 
-def urgent_first(events: list[Any]) -> tuple[list[Any], list[Any]]:
-    """``events`` split: those of the therapists that have an urgent email among them
-    (any kind the delivery order puts before contact requests), then the others.
+def urgent_first(commands: list[SendCommand]) -> tuple[list[SendCommand], list[SendCommand]]:
+    """``commands`` split: those of the therapists that have an urgent email among
+    them (any kind the delivery order puts before contact requests), then the others.
     Each therapist's commands keep their order (an email may need the request
     details sent before it); only the order between therapists changes."""
-    urgent: set[int] = set()
-    therapists: list[int | None] = []
-    for event in events:
-        wire = _wire(event.value)
-        therapist_id = _therapist_of(wire)
-        therapists.append(therapist_id)
-        if therapist_id is not None and wire.get("kind") == SendEmail.KIND and _is_urgent(wire.get("email_kind")):
-            urgent.add(therapist_id)
+    urgent = {c.therapist_id for c in commands if isinstance(c, SendEmail) and _is_urgent(c.email_kind)}
     if not urgent:
-        return [], events
-    first = [e for e, t in zip(events, therapists, strict=True) if t in urgent]
-    return first, [e for e, t in zip(events, therapists, strict=True) if t not in urgent]
+        return [], commands
+    return [c for c in commands if c.therapist_id in urgent], [c for c in commands if c.therapist_id not in urgent]
 
 
-def _wire(raw: bytes | None) -> dict[str, Any]:
+def _is_urgent(kind: str) -> bool:
+    return priority_of(kind) < priority_of(CONTACT_REQUEST)
+
+
+def _decided_emails(raw: bytes | None) -> list[tuple[int, str]]:
+    """The therapist and key of each email that the ``send_email`` commands of a
+    record that cannot be decoded decided, read as loosely as possible."""
     try:
         wire = loads(raw or b"")
-    except ValueError:
-        return {}
-    return wire if isinstance(wire, dict) else {}
-
-
-def _therapist_of(wire: dict[str, Any]) -> int | None:
-    therapist = wire.get("therapist")
-    therapist_id = therapist.get("therapist_id") if isinstance(therapist, dict) else wire.get("therapist_id")
-    return therapist_id if isinstance(therapist_id, int) else None
-
-
-def _is_urgent(kind: Any) -> bool:
-    return isinstance(kind, str) and priority_of(kind) < priority_of(CONTACT_REQUEST)
-
-
-def _decided_email(raw: bytes | None) -> tuple[int, str] | None:
-    """The therapist and key of the email a ``send_email`` command decided, read as
-    loosely as possible (the command may be what could not be decoded)."""
-    try:
-        command = decode_send_command(raw or b"")
-    except Exception:
+    except Exception:  # not even JSON: there is no decided email to abandon
+        return []
+    members = wire.get("messages") if isinstance(wire, dict) and wire.get("kind") == BUNDLE else [wire]
+    decided = []
+    for member in members if isinstance(members, list) else []:
         try:
-            wire = loads(raw or b"")
-            if wire.get("kind") == SendEmail.KIND and wire.get("email_key"):
-                return int(wire["therapist"]["therapist_id"]), str(wire["email_key"])
-        except Exception:  # not even that: there is no decided email to abandon
-            return None
-        return None
-    if isinstance(command, SendEmail) and command.email_key:
-        return command.therapist_id, command.email_key
-    return None
+            if member.get("kind") == SendEmail.KIND and member.get("email_key"):
+                decided.append((int(member["therapist"]["therapist_id"]), str(member["email_key"])))
+        except Exception:  # noqa: S112 - this one names no email; the others may
+            continue
+    return decided

@@ -9,10 +9,9 @@ losing them.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, tzinfo
 from functools import partial
 from typing import Any, cast
@@ -21,54 +20,28 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import faust
 
 from domain import batching, schedule, send_window
-from domain.decisions import (
-    CONFIRMATION,
-    AlertStaff,
-    BookCall,
-    Decision,
-    DropRequest,
-    ForgetRequestDetails,
-    KeepRequestDetails,
-    LiftSuppression,
-    RejectCommand,
-    ReportBounce,
-    ReportContactPreference,
-    SendEmail,
-    SendManualEmail,
-    SettleEmailedRequest,
-    SuppressAddress,
-    SyncDirectory,
-)
-from domain.placement import ACCEPTED
+from domain.decisions import BookCall, Decision, RejectCommand, SendEmail
 from domain.therapist_state import TherapistState
+from streams.agents.inbox_items import Item, Refusal, across_partitions, by_therapist
+from streams.agents.outbound import Outbound
 from streams.agents.ticks import bookmark_key, partition_of
+from streams.kafka.current_event import processing
 from streams.kafka.dead_letters import dead_letter_waiting
 from streams.kafka.publishing import PublishRefused, until_published
 from streams.kafka.topics import Topics
 from streams.messages import inbox, send_commands
-from streams.messages.codec import dumps, encode, state_to_wire
-from streams.messages.outputs import (
-    Alert,
-    BounceRecorded,
-    BounceType,
-    CommandRejected,
-    ContactChannel,
-    ContactPreferenceChanged,
-    DropReason,
-    EmailSuppressed,
-    EmailSuppressionLifted,
-    LiftReason,
-    OutputPayload,
-    PlacementDropped,
-    PreferenceSource,
-    Severity,
-    encode_event,
-)
+from streams.messages.bundles import Bundle
+from streams.messages.codec import dumps, state_to_wire
 from streams.ops.logs import ThrottledWarning, bind_log_context, log_failure
 from streams.ops.metrics import NO_METRICS, Metrics, Outcome
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# Inbox records taken at most at once, and how long to wait for more: under load a
+# batch fills in well under that; a lone record waits at most this long.
+BATCH = 100
+BATCH_WITHIN = 0.005
 
 # Replay memory is pruned once a therapist's grows past this many records.
 PRUNE_ABOVE = 200
@@ -83,11 +56,6 @@ MAX_STATE_BYTES = 512 * 1024
 
 class StateTooLarge(Exception):
     pass
-
-
-def address_hash(address: str) -> str:
-    """Names an address in events without spelling it out."""
-    return hashlib.sha256(address.strip().casefold().encode("utf-8")).hexdigest()
 
 
 class TherapistAgent:
@@ -119,51 +87,169 @@ class TherapistAgent:
         self.broker_warning = ThrottledWarning(log)
 
     async def __call__(self, stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            message: inbox.InboxMessage | None = None
+        # noack_take: each record is acknowledged here, once its state is written.
+        async for events in stream.noack_take(BATCH, within=BATCH_WITHIN):
+            await self._take(events)
+            for event in events:
+                await stream.ack(event)
+
+    async def _take(self, events: Sequence[Any]) -> None:
+        """A batch of inbox records, in order. A tick is handled on its own, after
+        what came before it: its batch run sees every earlier message."""
+        items: list[Item] = []
+        for event in events:
             try:
-                message = inbox.decode(event.value)
-                bind_log_context(
-                    event_id=getattr(message, "event_id", None), therapist_id=getattr(message, "therapist_id", None)
-                )
-                # Broker trouble is waited out (handling is safe to repeat: the
-                # state is written last); anything else is a bug for a person.
-                await until_published(partial(self.handle, message, event.message.partition), self.broker_warning)
+                record = inbox.decode_record(event.value)
             except Exception as exc:
-                # A bug must not stop the stream; the message goes to the DLQ for a person.
-                if isinstance(exc, StateTooLarge | PublishRefused):
-                    reason = str(exc)
-                    log.warning("therapist agent: inbox message refused: %s", reason)
-                else:
-                    log_failure(log, "therapist agent: cannot process an inbox message", exc)
-                    reason = f"internal error: {type(exc).__name__}"
-                await dead_letter_waiting(
-                    self.topics.dlq, event.message, reason, self.clock(), self.broker_warning, metrics=self.metrics
-                )
-                if message is not None:
-                    refused = isinstance(exc, StateTooLarge | PublishRefused)
-                    self._count_input(message, Outcome.REJECTED if refused else Outcome.ERROR)
+                await self._refuse(event.message, None, exc)
+                continue
+            if isinstance(record, inbox.Tick):
+                await self._apply_all(items)
+                items = []
+                await self._tick(record, event)
+            elif isinstance(record, Bundle):
+                items.extend(await self._members(record, event))
+            else:
+                items.append(Item(record, event))
+        await self._apply_all(items)
+
+    async def _members(self, bundle: Bundle[inbox.InboxMessage], event: Any) -> list[Item]:
+        """A bundle's messages; only those of therapists of its own partition (a table
+        write goes to the changelog partition of the record that caused it)."""
+        partition = event.message.partition
+        members = []
+        for message in bundle.messages:
+            item = Item(message, event, bundled=True)
+            therapist_id = getattr(message, "therapist_id", None)
+            if therapist_id is not None and partition_of(therapist_id, self.settings.partitions) == partition:
+                members.append(item)
+            else:
+                await self._refuse(item.record, message, ValueError(f"not of inbox partition {partition}"))
+        return members
+
+    async def _tick(self, tick: inbox.Tick, event: Any) -> None:
+        with processing(event):
+            try:
+                await until_published(partial(self.batch_run, event.message.partition, tick.now), self.broker_warning)
+            except Exception as exc:
+                await self._refuse(event.message, tick, exc)
+
+    async def _apply_all(self, items: Sequence[Item]) -> None:
+        """Broker trouble is waited out (applying is safe to repeat: the state is
+        written last). If publishing fails for good, or a bug shows, the messages are
+        applied one by one, so that only the one at fault goes to the DLQ."""
+        if not items:
+            return
+        try:
+            refusals = await until_published(partial(self._apply, items), self.broker_warning)
+        except Exception as exc:
+            if len(items) == 1:
+                refusals = [Refusal(items[0], exc)]
+            else:
+                log.warning("therapist agent: %d messages failed together (%s); one by one", len(items), exc)
+                refusals = []
+                for item in items:
+                    try:
+                        refusals += await until_published(partial(self._apply, [item]), self.broker_warning)
+                    except Exception as alone:
+                        refusals.append(Refusal(item, alone))
+        for refusal in refusals:
+            message = refusal.item.message
+            bind_log_context(
+                event_id=getattr(message, "event_id", None), therapist_id=getattr(message, "therapist_id", None)
+            )
+            await self._refuse(refusal.item.record, message, refusal.error)
+
+    async def _refuse(self, record: Any, message: inbox.InboxMessage | None, exc: BaseException) -> None:
+        """Dead-letter ``record`` (holding ``message``, if it could be decoded) for ``exc``."""
+        refused = isinstance(exc, StateTooLarge | PublishRefused)
+        if refused:
+            reason = str(exc)
+            log.warning("therapist agent: inbox message refused: %s", reason)
+        else:
+            log_failure(log, "therapist agent: cannot process an inbox message", exc)
+            reason = f"internal error: {type(exc).__name__}"
+        await dead_letter_waiting(
+            self.topics.dlq,
+            record,
+            reason,
+            self.clock(),
+            self.broker_warning,
+            event_id=getattr(message, "event_id", None),
+            metrics=self.metrics,
+        )
+        if message is not None:
+            self._count_input(message, Outcome.REJECTED if refused else Outcome.ERROR)
 
     async def handle(self, message: inbox.InboxMessage, partition: int) -> None:
+        """One message, outside a stream (a refusal is raised)."""
         if isinstance(message, inbox.Tick):
             await self.batch_run(partition, message.now)
             return
-        therapist_id = message.therapist_id
-        stored = self.table.get(therapist_id)
-        event_id = getattr(message, "event_id", None)
-        duplicate = stored is not None and event_id in stored.seen_events
-        state = stored.copy() if stored is not None else TherapistState(therapist_id)
-        decisions = self.apply(state, message, self.clock())
-        if state.memory_size() > PRUNE_ABOVE:
-            now = self.clock()
-            state.forget_before(now - self.settings.dedup_retention, now, self.settings.contact_interval)
-        _check_size(state)  # before anything is published: a refused event changes nothing
-        await self._publish(therapist_id, decisions, event_id)
-        self.table[therapist_id] = state
-        refused = any(isinstance(decision, RejectCommand) for decision in decisions)
-        self._count_input(
-            message, Outcome.DUPLICATE if duplicate else Outcome.REJECTED if refused else Outcome.ACCEPTED
-        )
+        for refusal in await self._apply([Item(message, None)]):
+            raise refusal.error
+
+    async def _apply(self, items: Sequence[Item]) -> list[Refusal]:
+        """Apply the messages in order: per therapist, the state is read once and
+        written once, after every decision was published and acknowledged. A
+        message that cannot be applied (the state would grow too large, or a bug)
+        changes nothing and is returned; the others apply."""
+        now = self.clock()
+        outbound = Outbound(self.topics, self.settings.partitions, self.clock)
+        refusals: list[Refusal] = []
+        applied: list[tuple[inbox.InboxMessage, Outcome]] = []
+        states: dict[int, tuple[TherapistState, Any]] = {}  # the new state, and the event it is written in
+        for therapist_id, group in by_therapist(items).items():
+            stored = self.table.get(therapist_id)
+            state = stored if stored is not None else TherapistState(therapist_id)
+            for item in group:
+                message = item.message
+                event_id = getattr(message, "event_id", None)
+                bind_log_context(event_id=event_id, therapist_id=therapist_id)
+                try:
+                    updated, decisions = self._decide(state, message, now)
+                except Exception as exc:
+                    refusals.append(Refusal(item, exc))
+                    continue
+                duplicate = event_id is not None and event_id in state.seen_events
+                state = updated
+                states[therapist_id] = (updated, item.event)
+                await outbound.add(therapist_id, decisions, event_id)
+                refused = any(isinstance(decision, RejectCommand) for decision in decisions)
+                applied.append(
+                    (message, Outcome.DUPLICATE if duplicate else Outcome.REJECTED if refused else Outcome.ACCEPTED)
+                )
+        await outbound.flush()
+        active = self._active_partitions()
+        for therapist_id, (state, event) in across_partitions(states):
+            if event is None:
+                self.table[therapist_id] = state
+            elif active is None or event.message.tp in active:
+                with processing(event):
+                    self.table[therapist_id] = state
+            else:
+                # A rebalance during the batch gave the partition to another worker,
+                # which processes the record again.
+                log.info("therapist agent: %s was reassigned; its state is left to its new owner", event.message.tp)
+        for message, outcome in applied:
+            self._count_input(message, outcome)
+        return refusals
+
+    def _active_partitions(self) -> set[Any] | None:
+        """The partitions this worker processes now (None: a table without an app, in tests)."""
+        app = getattr(self.table, "app", None)
+        return None if app is None else set(app.assignor.assigned_actives())
+
+    def _decide(
+        self, state: TherapistState, message: inbox.InboxMessage, now: datetime
+    ) -> tuple[TherapistState, list[Decision]]:
+        """The state after ``message`` (a copy: ``state`` stays as it was) and the decisions."""
+        updated = state.copy()
+        decisions = self.apply(updated, message, now)
+        if updated.memory_size() > PRUNE_ABOVE:
+            updated.forget_before(now - self.settings.dedup_retention, now, self.settings.contact_interval)
+        _check_size(updated)  # before anything is published: a refused message changes nothing
+        return updated, decisions
 
     def _count_input(self, message: inbox.InboxMessage, outcome: Outcome) -> None:
         if isinstance(message, inbox.SetContactPreference) and message.source != "command":
@@ -248,12 +334,12 @@ class TherapistAgent:
                 planned.append((updated, decision))
         # Whoever has waited longest goes first (their oldest request leads the batch).
         planned.sort(key=lambda item: (batching.oldest_registration(item[1].requests), item[0].therapist_id))
-        pending = [await self._send(send_commands.SendEmail.decided(decision, None, True)) for _, decision in planned]
-        pending.extend(
-            [await self._send(send_commands.BookCall.decided(updated.therapist_id, call)) for updated, call in calls]
-        )
-        for future in pending:
-            await future
+        outbound = Outbound(self.topics, self.settings.partitions, self.clock)
+        for _, decision in planned:
+            outbound.command(send_commands.SendEmail.decided(decision, None, True))
+        for updated, call in calls:
+            outbound.command(send_commands.BookCall.decided(updated.therapist_id, call))
+        await outbound.flush()
         for updated, _ in [*planned, *calls]:
             self.table[updated.therapist_id] = updated
         self.table[key] = {"last_run": run_at.isoformat()}
@@ -287,111 +373,6 @@ class TherapistAgent:
         for key, value in list(self.table.items()):
             if isinstance(value, TherapistState) and partition_of(key, partitions) == partition:
                 yield value
-
-    async def _publish(self, therapist_id: int, decisions: list[Decision], causation: str | None) -> None:
-        pending = []
-        for decision in decisions:
-            match decision:
-                case SendEmail():
-                    limited = decision.kind != CONFIRMATION
-                    pending.append(await self._send(send_commands.SendEmail.decided(decision, causation, limited)))
-                case DropRequest():
-                    pending.append(await self._dropped(therapist_id, decision, causation))
-                    if decision.reason != ACCEPTED:  # an accepted one's details serve its confirmation
-                        forget = send_commands.ForgetRequestDetails(therapist_id, (decision.placement_request_id,))
-                        pending.append(await self._send(forget))
-                case KeepRequestDetails(request=request):
-                    # Not waited for (a wait per event would cost a broker round trip on
-                    # the hot path): Faust flushes it before the event's offset is
-                    # committed, and a replay of the event sends it again.
-                    await self._send(send_commands.RequestDetails(therapist_id, request))
-                case BookCall():
-                    pending.append(await self._send(send_commands.BookCall.decided(therapist_id, decision)))
-                case SuppressAddress():
-                    suppressed = EmailSuppressed(
-                        therapist_id=therapist_id,
-                        address_hash=address_hash(decision.address),
-                        reason=decision.reason,
-                        email_id=decision.email_id,
-                    )
-                    key = batching.derived_key("email_suppressed", decision.email_key)
-                    pending.append(await self._event(suppressed, key, None))
-                case LiftSuppression():
-                    lifted = EmailSuppressionLifted(
-                        therapist_id=therapist_id,
-                        address_hash=address_hash(decision.address),
-                        reason=cast(LiftReason, decision.reason),
-                        comment=decision.comment or None,
-                    )
-                    key = batching.derived_key("email_suppression_lifted", decision.causation_id)
-                    pending.append(await self._event(lifted, key, decision.causation_id))
-                case ReportBounce():
-                    recorded = BounceRecorded(
-                        therapist_id=therapist_id,
-                        email_id=decision.email_id,
-                        type=cast(BounceType, decision.type),
-                        soft_bounce_count=decision.soft_bounce_count,
-                        suppressed=decision.suppressed,
-                    )
-                    key = batching.derived_key("bounce_recorded", decision.command_id)
-                    pending.append(await self._event(recorded, key, decision.command_id))
-                case ReportContactPreference():
-                    changed = ContactPreferenceChanged(
-                        therapist_id=therapist_id,
-                        channel=cast(ContactChannel, decision.channel),
-                        source=cast(PreferenceSource, decision.source),
-                        comment=decision.comment or None,
-                    )
-                    key = batching.derived_key("contact_preference_changed", decision.causation_id)
-                    pending.append(await self._event(changed, key, causation))
-                case AlertStaff():
-                    alert = Alert(
-                        therapist_id=therapist_id,
-                        severity=cast(Severity, decision.severity),
-                        code=decision.code,
-                        email_id=decision.email_id,
-                        message=decision.message,
-                    )
-                    pending.append(await self._event(alert, batching.derived_key("alert", decision.key), causation))
-                case SendManualEmail():
-                    pending.append(await self._send(send_commands.SendEmail.manual(therapist_id, decision)))
-                case SyncDirectory(profile=profile, deleted=deleted):
-                    pending.append(await self._send(send_commands.DirectoryUpdate(therapist_id, profile, deleted)))
-                case RejectCommand():
-                    pending.append(await self._rejected(therapist_id, decision))
-                case SettleEmailedRequest(placement_request_id=request_id, status=status):
-                    pending.append(await self._send(send_commands.SettleRequest(therapist_id, request_id, status)))
-                case ForgetRequestDetails(placement_request_ids=request_ids):
-                    pending.append(await self._send(send_commands.ForgetRequestDetails(therapist_id, request_ids)))
-        for future in pending:
-            await future
-
-    async def _event(self, payload: OutputPayload, event_id: str, causation: str | None) -> Any:
-        value = encode_event(payload, event_id=event_id, occurred_at=self.clock(), causation_id=causation)
-        return await self.topics.events.send(key=str(payload.therapist_id).encode(), value=value)
-
-    async def _send(self, command: send_commands.SendCommand) -> Any:
-        return await self.topics.send_commands.send(key=str(command.therapist_id).encode(), value=encode(command))
-
-    async def _rejected(self, therapist_id: int, rejection: RejectCommand) -> Any:
-        payload = CommandRejected(
-            therapist_id=therapist_id,
-            command_id=rejection.command_id,
-            command_type=rejection.command_type,
-            reason=rejection.reason,
-        )
-        key = batching.derived_key("command_rejected", rejection.command_id)
-        return await self._event(payload, key, rejection.command_id)
-
-    async def _dropped(self, therapist_id: int, drop: DropRequest, causation: str | None) -> Any:
-        payload = PlacementDropped(
-            therapist_id=therapist_id,
-            placement_request_id=drop.placement_request_id,
-            patient_id=drop.patient_id,
-            reason=cast(DropReason, drop.reason),
-        )
-        key = batching.derived_key("placement_dropped", causation, drop.placement_request_id)
-        return await self._event(payload, key, causation)
 
 
 def _check_size(state: TherapistState) -> None:

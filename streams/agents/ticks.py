@@ -7,21 +7,17 @@ from collections.abc import Callable
 from datetime import datetime
 
 import faust
-from aiokafka.partitioner import murmur2
 
 from streams.kafka.topics import Topics
+from streams.messages.bundles import partition_of
 from streams.messages.codec import encode
 from streams.messages.inbox import Tick
+
+__all__ = ["bookmark_key", "partition_of", "send_ticks"]
 
 
 def bookmark_key(partition: int) -> str:
     return f"batch-run:{partition}"
-
-
-def partition_of(therapist_id: int, partitions: int) -> int:
-    """Kafka's default partitioner for a keyed message, the key being the id as text."""
-    digest: int = murmur2(str(therapist_id).encode())
-    return (digest & 0x7FFFFFFF) % partitions
 
 
 async def send_ticks(app: faust.App, topics: Topics, clock: Callable[[], datetime]) -> None:

@@ -73,7 +73,11 @@ def encode(message: Message) -> bytes:
 
 def decode_kind(raw: bytes | str, kinds: Mapping[str, type[M]], topic: str) -> M:
     """The message ``raw`` holds, of the type its ``kind`` names among ``kinds``."""
-    wire = loads(raw)
+    return from_wire_kind(loads(raw), kinds, topic)
+
+
+def from_wire_kind(wire: Any, kinds: Mapping[str, type[M]], topic: str) -> M:
+    """The message of the decoded JSON ``wire``, of the type its ``kind`` names."""
     kind = wire.get("kind") if isinstance(wire, dict) else None
     message_type = kinds.get(kind) if isinstance(kind, str) else None
     if message_type is None:

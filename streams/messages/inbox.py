@@ -30,6 +30,8 @@ from domain.decisions import ManualEmailContent
 from domain.placement import PlacementRequest
 from domain.therapist import TherapistProfile
 from domain.therapist_state import Undeliverable
+from streams.messages.bundles import Bundle
+from streams.messages.bundles import decode_record as decode_bundle_or_message
 from streams.messages.codec import (
     content_from_wire,
     content_to_wire,
@@ -430,3 +432,9 @@ _KINDS: dict[str, type[InboxMessage]] = {
 def decode(raw: bytes | str) -> InboxMessage:
     message: InboxMessage = decode_kind(raw, _KINDS, "inbox")
     return message
+
+
+def decode_record(raw: bytes | str) -> InboxMessage | Bundle[InboxMessage]:
+    """An inbox record: one message, or a bundle of them (streams.messages.bundles)."""
+    record: InboxMessage | Bundle[InboxMessage] = decode_bundle_or_message(raw, _KINDS, "inbox")
+    return record

@@ -22,6 +22,7 @@ from domain.decisions import BookCall as BookCallDecision
 from domain.decisions import SendEmail as SendEmailDecision
 from domain.placement import PlacementRequest
 from domain.therapist import TherapistProfile
+from streams.messages import bundles
 from streams.messages.codec import (
     content_from_wire,
     content_to_wire,
@@ -259,3 +260,9 @@ _KINDS: dict[str, type[SendCommand]] = {
 def decode(raw: bytes | str) -> SendCommand:
     message: SendCommand = decode_kind(raw, _KINDS, "send-command")
     return message
+
+
+def unpack(raw: bytes | str) -> tuple[SendCommand, ...]:
+    """The commands of a record: one, or a bundle of them (streams.messages.bundles)."""
+    commands: tuple[SendCommand, ...] = bundles.unpack(raw, _KINDS, "send-command")
+    return commands

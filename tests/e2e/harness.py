@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -337,6 +337,15 @@ class Mailbox:
         return self.to(address)
 
 
+def inbox_messages(inbox: Collector) -> Iterator[dict[str, Any]]:
+    """The messages in the inbox records read so far, those of bundles one by one."""
+    for record in next(iter(inbox.records.values()), []):
+        if record.get("kind") == "bundle":
+            yield from record["messages"]
+        else:
+            yield record
+
+
 def plain_text(received: Received) -> str:
     message = received.message
     for part in message.walk():
@@ -418,7 +427,7 @@ class Service:
         await inbox.start()
         try:
             await inbox.wait_for(
-                lambda: sum(1 for m in next(iter(inbox.records.values()), []) if m.get("kind") == kind) >= count,
+                lambda: sum(1 for m in inbox_messages(inbox) if m.get("kind") == kind) >= count,
                 timeout=timeout,
                 what=f"{count} {kind} forwarded to the therapist inbox",
             )

@@ -15,7 +15,7 @@ from typing import Any, get_type_hints
 
 import pytest
 
-from streams.agents.therapist import TherapistAgent
+from streams.agents.outbound import Outbound
 from streams.kafka import dead_letters
 from streams.kafka.dead_letters import dead_letter
 from streams.messages.outputs import DEAD_LETTER, OUTPUT_EVENTS, DeadLetter, Event, OutputPayload, encode_event
@@ -187,7 +187,7 @@ def test_no_code_path_builds_an_output_envelope_from_a_dict() -> None:
 
 def test_the_outbox_and_the_therapist_agent_take_payload_models() -> None:
     assert get_type_hints(event_row)["payload"] is OutputPayload
-    assert get_type_hints(TherapistAgent._event)["payload"] is OutputPayload
+    assert get_type_hints(Outbound._event)["payload"] is OutputPayload
 
 
 # -- the e2e harness's check against the published schemas -----------------------------

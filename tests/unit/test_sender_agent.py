@@ -18,6 +18,7 @@ from streams.agents.sender import SenderAgent, urgent_first
 from streams.delivery.wakeups import Wakeups
 from streams.email.context import Identity
 from streams.messages import inbox, send_commands
+from streams.messages.bundles import Entry, pack
 from streams.messages.codec import encode
 from streams.persistence import call_booking, directory, email_creation, settled_requests, waiting_requests
 from streams.persistence.outbox import Channels
@@ -161,6 +162,60 @@ async def test_a_send_email_too_broken_to_decode_still_releases_the_window(monke
     assert released == inbox.EmailFailed(7, "k-1")
 
 
+def bundled(*commands: send_commands.SendCommand, offset: int = 0) -> Record:
+    [record] = pack([Entry(0, b"7", encode(c), None) for c in commands])
+    return Record(record.value, record.key, "svc-send-commands", 0, offset)
+
+
+async def test_the_commands_of_bundles_are_stored_together_in_their_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = Calls(monkeypatch)
+    agent, database = sender()
+    stream = RecordStream(
+        [
+            bundled(send_commands.RequestDetails(7, request(1)), send_commands.RequestDetails(7, request(2))),
+            bundled(email("a", 1), send_commands.SettleRequest(7, 3, "cancelled"), offset=1),
+        ]
+    )
+    await agent(stream)  # type: ignore[arg-type]
+
+    assert len(database.runs) == 1
+    assert calls.names() == ["details", "emails", "settle"]
+    assert [d.request.placement_request_id for d in calls.log[0][1]] == [1, 2]
+    assert len(stream.acked) == 2
+
+
+async def test_a_bundled_command_that_cannot_be_stored_is_dead_lettered_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = Calls(monkeypatch, fail_on="'broken'")
+    agent, _ = sender()
+    broken = email("broken", 2)
+    stream = RecordStream([bundled(email("good", 1), broken, send_commands.SettleRequest(7, 3, "closed"), offset=4)])
+    await agent(stream)  # type: ignore[arg-type]
+
+    assert [[e.email_key for e in run] for name, run in calls.log if name == "emails"] == [["good"]]
+    assert ("settle", send_commands.SettleRequest(7, 3, "closed")) in calls.log
+    [dead] = [json.loads(s.value) for s in sent(agent.topics.dlq)]
+    assert (dead["offset"], dead["key"], dead["reason"]) == (4, "7", "internal error: ValueError")
+    assert dead["value"] == encode(broken).decode()  # the command alone
+    [released] = [inbox.decode(s.value) for s in sent(agent.topics.inbox)]
+    assert released == inbox.EmailFailed(7, "broken")
+    assert len(stream.acked) == 1
+
+
+async def test_an_undecodable_bundle_releases_the_windows_of_the_emails_it_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    Calls(monkeypatch)
+    agent, _ = sender()
+    record = bundled(email("k-1", 1), email("k-2", 2))
+    value = record.value.replace(b'"decided_at":"', b'"decided_at":"x')  # type: ignore[union-attr]
+    await agent(RecordStream([Record(value, None, "svc-send-commands", 0, 0)]))  # type: ignore[arg-type]
+
+    [dead] = [json.loads(s.value) for s in sent(agent.topics.dlq)]
+    assert dead["reason"] == "internal error: ValueError"
+    released = [inbox.decode(s.value) for s in sent(agent.topics.inbox)]
+    assert released == [inbox.EmailFailed(7, "k-1"), inbox.EmailFailed(7, "k-2")]
+
+
 def therapist_email(therapist_id: int, key: str, kind: str = "contact_request") -> send_commands.SendEmail:
     profile = TherapistProfile(therapist_id, f"praxis{therapist_id}@example.org", "Eva", "Müller")
     return send_commands.SendEmail(key, kind, therapist_id, profile, (request(therapist_id),), NOW, True, "x")
@@ -175,9 +230,8 @@ async def test_under_a_burst_the_therapists_with_a_confirmation_are_stored_first
     # Therapist 900: its request's details, then its confirmation, behind 250 contact emails.
     commands += [send_commands.RequestDetails(900, request(900)), therapist_email(900, "confirm", "confirmation")]
     commands += [therapist_email(t, f"contact-{t}") for t in range(251, 301)]
-    stream = RecordStream(
-        Record(encode(c), str(c.therapist_id).encode(), "svc-send-commands", 0, i) for i, c in enumerate(commands)
-    )
+    # As a batch run's commands come: one bundle per partition.
+    stream = RecordStream([bundled(*commands[:250]), bundled(*commands[250:], offset=1)])
     await agent(stream)  # type: ignore[arg-type]
 
     assert calls.names()[:2] == ["details", "emails"]
@@ -186,11 +240,11 @@ async def test_under_a_burst_the_therapists_with_a_confirmation_are_stored_first
     stored = [e.email_key for name, run in calls.log if name == "emails" for e in run]
     assert stored[1:] == [f"contact-{t}" for t in range(1, 301)]  # the others in their order
     assert len(database.runs) == 4  # the urgent ones on their own, then groups of STORE_GROUP commands
-    assert len(stream.acked) == len(commands)
+    assert len(stream.acked) == 2
 
 
-async def test_without_an_urgent_email_the_order_is_kept() -> None:
-    events = [SimpleNamespace(value=encode(therapist_email(t, f"c{t}"))) for t in (3, 1, 2)]
-    assert urgent_first(events) == ([], events)
-    events.append(SimpleNamespace(value=b"not json"))
-    assert urgent_first(events) == ([], events)
+def test_without_an_urgent_email_the_order_is_kept() -> None:
+    commands: list[send_commands.SendCommand] = [therapist_email(t, f"c{t}") for t in (3, 1, 2)]
+    assert urgent_first(commands) == ([], commands)
+    commands.append(therapist_email(4, "f", "follow_up"))  # more urgent than a contact request
+    assert urgent_first(commands) == ([commands[3]], commands[:3])
