@@ -82,7 +82,11 @@ async def test_a_claim_under_the_rate_takes_the_most_urgent_it_lets_go_and_leave
     # The other worker, a moment later: the slot at 1 s has come within its horizon.
     other = await second.claim_at_rate(NOW, 50, LEASE, WEEK, rate, HORIZON)
     assert [e.email_key for e in other.emails] == ["c2"]
-    assert other.send_at[0] - claim.send_at[0] >= 1.0 - 0.01  # an interval on, give or take the answers' speed
+    # An interval on (a slot 0.5 s or less after the first would be a second claim of
+    # the same slots). Each claim turns the database's slot times into this process's
+    # monotonic clock when its answer arrives, so each carries the round trip's error:
+    # on a loaded machine tens of milliseconds.
+    assert other.send_at[0] - claim.send_at[0] >= 1.0 - 0.1
 
     held = await second.claim_at_rate(NOW, 50, LEASE, WEEK, rate, HORIZON)
     assert held.emails == [] and 0.0 < held.until_free <= 0.5
