@@ -209,7 +209,9 @@ def build_app(services: Services) -> ServiceApp:
 
     app.agent(topics.matching, name="ingest-matching")(matching_ingest(topics, clock, settings, metrics))
     app.agent(topics.therapists, name="ingest-therapists")(therapist_ingest(topics, clock, settings, metrics))
-    app.agent(topics.inbox, name="therapists")(TherapistAgent(settings, topics, table, clock, metrics=metrics))
+    app.agent(topics.inbox, name="therapists")(
+        TherapistAgent(settings, topics, table, clock, metrics=metrics, gate=app.table_gate)
+    )
     app.agent(topics.commands, name="commands")(
         CommandAgent(
             topics,

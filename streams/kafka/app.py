@@ -10,6 +10,7 @@ from faust.transport.drivers import aiokafka as aiokafka_driver
 
 from streams.kafka import security, store
 from streams.kafka.rewinding_consumer import RewindingConsumer
+from streams.kafka.table_gate import TableGate
 from streams.ops import web
 from streams.settings import Settings
 
@@ -33,14 +34,40 @@ class _Transport(aiokafka_driver.Transport):  # type: ignore[misc]
     Consumer = _Consumer
 
 
+# How long a stop or a rebalance waits for the therapist agent's batch in hand
+# (milliseconds, normally; longer only while it waits out a broker outage).
+TABLE_WORK_WAIT = 5.0
+
+
 class ServiceFaustApp(faust.App):  # type: ignore[misc]
     fetch_max_wait_ms = 1500
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.table_gate = TableGate()
 
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self)
 
+    # Faust gives the table's partitions up while the agents still run; the gate
+    # holds the therapist agent's table work clear of that (streams.kafka.table_gate).
+    async def _stop_consumer(self) -> None:
+        await self.table_gate.stop(TABLE_WORK_WAIT)
+        await super()._stop_consumer()
 
-def create_app(settings: Settings) -> faust.App:
+    async def _on_partitions_revoked(self, revoked: set[Any]) -> None:
+        if not self.should_stop:
+            await self.table_gate.pause(TABLE_WORK_WAIT)
+        await super()._on_partitions_revoked(revoked)
+
+    async def _on_partitions_assigned(self, assigned: set[Any], generation_id: int = 0) -> None:
+        try:
+            await super()._on_partitions_assigned(assigned, generation_id)
+        finally:
+            self.table_gate.resume()
+
+
+def create_app(settings: Settings) -> ServiceFaustApp:
     options: dict[str, Any] = {
         "broker": settings.kafka_broker,
         "processing_guarantee": "at_least_once",
