@@ -127,6 +127,9 @@ class Settings(MailSettings):
     replication_factor: int = Field(1, alias="COMM_REPLICATION_FACTOR", ge=1)
     # How often each worker checks whether a batch run is due on its partitions.
     tick_interval: Positive = Field(timedelta(seconds=1), alias="COMM_TICK_INTERVAL")
+    # Therapists a batch run decides for before the inbox messages that arrived
+    # meanwhile go in between (streams.agents.batch_runs).
+    batch_run_slice: int = Field(50, alias="COMM_BATCH_RUN_SLICE", ge=1)
     # How long replayed events and settled requests are recognised.
     dedup_retention: Positive = Field(timedelta(days=90), alias="COMM_DEDUP_RETENTION")
     broker_session_timeout: Positive = Field(timedelta(seconds=10), alias="COMM_BROKER_SESSION_TIMEOUT")

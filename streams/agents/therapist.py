@@ -10,27 +10,26 @@ losing them.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, tzinfo
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from functools import partial
-from typing import Any, cast
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any
 
 import faust
 
-from domain import batching, schedule, send_window
-from domain.decisions import BookCall, Decision, RejectCommand, SendEmail
+from domain import batching
+from domain.decisions import Decision, RejectCommand
 from domain.therapist_state import TherapistState
+from streams.agents.batch_runs import BatchRuns
 from streams.agents.inbox_items import Item, Refusal, across_partitions, by_therapist
 from streams.agents.outbound import Outbound
-from streams.agents.ticks import bookmark_key, partition_of
+from streams.agents.ticks import partition_of
 from streams.kafka.current_event import processing
 from streams.kafka.dead_letters import dead_letter_waiting
 from streams.kafka.publishing import PublishRefused, until_published
 from streams.kafka.table_gate import TableGate, TablesClosed
 from streams.kafka.topics import Topics
-from streams.messages import inbox, send_commands
+from streams.messages import inbox
 from streams.messages.bundles import Bundle
 from streams.messages.codec import dumps, state_to_wire
 from streams.ops.logs import ThrottledWarning, bind_log_context, log_failure
@@ -77,6 +76,7 @@ class TherapistAgent:
         self.metrics = metrics
         # Held by the app while it gives the table's partitions up (a stop, a rebalance).
         self.gate = gate if gate is not None else TableGate()
+        self.runs = BatchRuns(settings, topics, table, clock, self.gate, metrics)
         # Inputs are counted here, once applied (the ingest and command agents count
         # what they refuse), under the topic they came in on.
         self.sources: dict[type, str] = {
@@ -140,7 +140,7 @@ class TherapistAgent:
     async def _tick(self, tick: inbox.Tick, event: Any) -> None:
         with processing(event):
             try:
-                await until_published(partial(self.batch_run, event.message.partition, tick.now), self.broker_warning)
+                await until_published(partial(self.runs.on_tick, event.message.partition, tick), self.broker_warning)
             except TablesClosed:
                 raise
             except Exception as exc:
@@ -313,86 +313,8 @@ class TherapistAgent:
                 raise ValueError("a tick is not about one therapist")
 
     async def batch_run(self, partition: int, now: datetime) -> None:
-        """On a tick: if a scheduled run is due on this partition, email every
-        eligible therapist of this partition, most-waiting first (or book a call for
-        those whom email does not reach or who asked for phone only). A therapist
-        whose send window (``COMM_SEND_WINDOW``) is closed at the run is left out:
-        the requests wait for the first run inside it."""
-        started = time.perf_counter()
-        key = bookmark_key(partition)
-        self.gate.check()
-        bookmark = self.table.get(key)
-        plan = self.settings.batch_schedule
-        if bookmark is None:
-            # First tick here: runs start from now on; none are invented for the past.
-            self.table[key] = {"last_run": plan.latest_at_or_before(now).isoformat()}
-            return
-        run_at = schedule.due_run(plan, datetime.fromisoformat(bookmark["last_run"]), now)
-        if run_at is None:
-            return
-        interval = self.settings.contact_interval
-        planned: list[tuple[TherapistState, SendEmail]] = []
-        calls: list[tuple[TherapistState, BookCall]] = []
-        for state in self._states_of(partition):
-            if not state.pending:
-                continue
-            updated = state.copy()
-            reason = updated.phone_reason
-            if reason is not None:
-                # Email cannot reach them, or they want none: with phone hours, a call for what waits.
-                call = updated.plan_phone_call(
-                    batching.derived_key(f"{reason}_call", updated.therapist_id, run_at.isoformat()), run_at
-                )
-                if call is not None:
-                    calls.append((updated, call))
-                continue
-            if not self._window_open(updated, run_at):
-                continue
-            decision = updated.plan_contact_email(run_at, interval)
-            if decision is not None:
-                planned.append((updated, decision))
-        # Whoever has waited longest goes first (their oldest request leads the batch).
-        planned.sort(key=lambda item: (batching.oldest_registration(item[1].requests), item[0].therapist_id))
-        outbound = Outbound(self.topics, self.settings.partitions, self.clock)
-        for _, decision in planned:
-            outbound.command(send_commands.SendEmail.decided(decision, None, True))
-        for updated, call in calls:
-            outbound.command(send_commands.BookCall.decided(updated.therapist_id, call))
-        await outbound.flush()
-        self.gate.check()
-        for updated, _ in [*planned, *calls]:
-            self.table[updated.therapist_id] = updated
-        self.table[key] = {"last_run": run_at.isoformat()}
-        self.metrics.batch_run_took(time.perf_counter() - started)
-        if planned:
-            log.info(
-                "batch run %s on partition %d: %d contact email(s) decided",
-                run_at.isoformat(),
-                partition,
-                len(planned),
-            )
-
-    def _window_open(self, state: TherapistState, at: datetime) -> bool:
-        window = self.settings.send_window
-        if window is None:
-            return True
-        return send_window.is_open(window, self._zone_of(state), at)
-
-    def _zone_of(self, state: TherapistState) -> tzinfo:
-        """The therapist's time zone (validated at ingest), else ``COMM_TIMEZONE``."""
-        name = state.profile.timezone if state.profile is not None else None
-        try:
-            return ZoneInfo(name) if name else cast(tzinfo, self.settings.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            return cast(tzinfo, self.settings.timezone)
-
-    def _states_of(self, partition: int) -> Iterable[TherapistState]:
-        """The therapists whose inbox messages arrive on ``partition`` (the table may
-        also hold standby copies of other partitions' therapists)."""
-        partitions = self.settings.partitions
-        for key, value in list(self.table.items()):
-            if isinstance(value, TherapistState) and partition_of(key, partitions) == partition:
-                yield value
+        """The batch run due at ``now`` on this partition, all of it (streams.agents.batch_runs)."""
+        await self.runs.run(partition, now)
 
 
 def _check_size(state: TherapistState) -> None:
