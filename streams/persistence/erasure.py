@@ -50,7 +50,15 @@ from streams.messages.outputs import EmailFailed, PatientErased
 from streams.persistence.db import one_of
 from streams.persistence.email_creation import Render
 from streams.persistence.email_rerendering import rerender
-from streams.persistence.models import Email, EmailBatch, OutboxMessage, PhoneCall, PhoneCallBatch, WaitingRequest
+from streams.persistence.models import (
+    Email,
+    EmailBatch,
+    ErasedPatient,
+    OutboxMessage,
+    PhoneCall,
+    PhoneCallBatch,
+    WaitingRequest,
+)
 from streams.persistence.outbox import Channels, event_row, inbox_row
 from streams.persistence.patient_data import ERASED_EMAIL, ERASED_PATIENT, holds_details, placeholder_html
 from streams.persistence.processed_commands import Command, Handler
@@ -80,6 +88,7 @@ def erase_patient(
     session: Session, command: Command, channels: Channels, now: datetime, *, render: Render, identity: Identity
 ) -> list[dict[str, Any]]:
     patient_id = command.payload_as(ErasePatient).patient_id
+    _remember(session, patient_id, now)
     erased = Erased()
     request_ids: set[int] = set()
     erased.waiting_requests = _waiting_requests(session, patient_id, request_ids, now)
@@ -111,6 +120,15 @@ def erase_patient(
     # About a patient, not a therapist: keyed by the patient id.
     rows.append({**event_row(channels.events, report, now, causation_id=command.command_id), "key": str(patient_id)})
     return rows
+
+
+def _remember(session: Session, patient_id: int, now: datetime) -> None:
+    """So that details of the patient's requests still on their way are not stored later."""
+    known = session.get(ErasedPatient, patient_id, with_for_update=True)
+    if known is None:
+        session.add(ErasedPatient(patient_id=patient_id, erased_at=now))
+    else:
+        known.erased_at = max(known.erased_at, now)
 
 
 def _waiting_requests(session: Session, patient_id: int, request_ids: set[int], now: datetime) -> int:

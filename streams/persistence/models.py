@@ -337,6 +337,19 @@ class WaitingRequest(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class ErasedPatient(Base):
+    """A patient whose data ``communication.erase_patient`` erased, and when. The
+    details of a request registered before then that reach the database afterwards
+    (a ``match.created`` still on the internal topics during the erasure) are not
+    stored: the request gets the erased marker, as the erasure gave the others.
+    Holds the patient's id only."""
+
+    __tablename__ = "erased_patients"
+
+    patient_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    erased_at: Mapped[datetime]
+
+
 class JobRun(Base):
     """A scheduled job's run (e.g. the daily call list at 08:00): once per run time,
     across all workers."""

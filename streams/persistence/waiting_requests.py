@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session
 from domain.placement import PlacementRequest
 from streams.messages.send_commands import RequestDetails
 from streams.persistence.db import one_of
-from streams.persistence.models import EmailBatch, WaitingRequest
+from streams.persistence.models import EmailBatch, ErasedPatient, WaitingRequest
+from streams.persistence.patient_data import ERASED_PATIENT
 
 
 def keep(session: Session, details: Sequence[RequestDetails], now: datetime) -> None:
@@ -29,15 +30,19 @@ def keep(session: Session, details: Sequence[RequestDetails], now: datetime) -> 
     in one statement."""
     if not details:
         return
+    erased = _erased(session, {d.request.patient_id for d in details})
     rows: dict[int, dict[str, Any]] = {}
     for detail in details:  # the last word on a request wins
         request = detail.request
+        erased_at = erased.get(request.patient_id)
+        # Registered before the patient's erasure, on its way during it: not stored.
+        gone = erased_at is not None and request.registered_at <= erased_at
         rows[request.placement_request_id] = {
             "placement_request_id": request.placement_request_id,
             "therapist_id": detail.therapist_id,
             "patient_id": request.patient_id,
             "registered_at": request.registered_at,
-            "patient": dict(request.patient or {}),
+            "patient": dict(ERASED_PATIENT) if gone else dict(request.patient or {}),
             "updated_at": now,
         }
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
@@ -49,6 +54,14 @@ def keep(session: Session, details: Sequence[RequestDetails], now: datetime) -> 
     session.execute(
         statement.on_conflict_do_update(index_elements=["placement_request_id"], set_=changed), list(rows.values())
     )
+
+
+def _erased(session: Session, patient_ids: set[int]) -> dict[int, datetime]:
+    """When each of these patients was erased (those that were)."""
+    found = session.execute(
+        select(ErasedPatient.patient_id, ErasedPatient.erased_at).where(ErasedPatient.patient_id.in_(patient_ids))
+    )
+    return {patient_id: erased_at for patient_id, erased_at in found}
 
 
 def forget(session: Session, request_ids: Sequence[int]) -> None:

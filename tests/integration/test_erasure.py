@@ -258,6 +258,29 @@ def test_a_waiting_request_of_an_erased_patient_still_goes_out_without_their_det
     database.transaction(check)
 
 
+def test_details_still_on_their_way_during_the_erasure_are_not_stored_after_it(database):
+    """A match.created of Erika's, registered before her erasure, that was still on the
+    internal topics when it ran: its request is kept with the marker, not her details.
+    A request registered after the erasure is a new proposal, stored as it comes."""
+    setup(database)
+    erase(database)
+    in_flight = request(301, ERIKA_ID, ERIKA)  # registered in January, before the erasure
+    later = PlacementRequest(302, ERIKA_ID, NOW + timedelta(days=1), {"first_name": "Erika", "age": 35})
+    database.transaction(
+        waiting_requests.keep,
+        [RequestDetails(3, in_flight), RequestDetails(3, later), RequestDetails(3, request(303, JONAS_ID, JONAS))],
+        NOW + timedelta(days=2),
+    )
+
+    def check(session):
+        rows = {r.placement_request_id: r.patient for r in session.scalars(select(WaitingRequest))}
+        assert rows[301] == ERASED_PATIENT
+        assert rows[302] == {"first_name": "Erika", "age": 35}
+        assert rows[303] == JONAS  # other patients are not touched
+
+    database.transaction(check)
+
+
 def test_a_replay_changes_nothing_and_a_new_erasure_reports_zeros(database):
     setup(database)
     command_id = str(uuid.uuid4())
