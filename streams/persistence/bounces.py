@@ -42,6 +42,8 @@ def record_bounce(session: Session, command: Command, channels: Channels, now: d
             "accepted can bounce; a failed delivery is handled by the service itself"
         )
     bounce = Bounce(p.type, email.recipient_email, email.id, email.sent_at, _next_sent_at(session, email))
+    if email.bounced_at is None:
+        email.bounced_at = now
     message = BounceRecorded(command.command_id, email.therapist_id, email.email_key, bounce, _returned(session, email))
     return [inbox_row(channels, message, now)]
 

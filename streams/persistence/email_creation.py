@@ -345,7 +345,8 @@ def _created_rows(
 
 def _already_emailed(session: Session, request_ids: list[int]) -> set[int]:
     """Second line of defence for "a placement request is emailed about once": the
-    table recognises replays for a retention period; the database remembers forever."""
+    table recognises replays for a retention period; the database remembers forever.
+    An email that failed or bounced does not count (its requests may have gone back)."""
     if not request_ids:
         return set()
     return set(
@@ -356,6 +357,8 @@ def _already_emailed(session: Session, request_ids: list[int]) -> set[int]:
                 one_of(session, EmailBatch.placement_request_id, request_ids),
                 Email.kind == CONTACT_REQUEST,
                 Email.status != EmailStatus.FAILED,
+                # A bounced email's requests that went back to wait may be emailed again.
+                Email.bounced_at.is_(None),
             )
         )
     )

@@ -153,6 +153,9 @@ class Email(Base):
     # When the bodies and the response lost their content (retention, or an erasure
     # that could not re-render the email): such an email is not redacted again.
     redacted_at: Mapped[datetime | None]
+    # When communication.record_bounce first reported it bounced (or drew a
+    # complaint): it no longer counts as having emailed its requests.
+    bounced_at: Mapped[datetime | None]
 
     batches: Mapped[list[EmailBatch]] = relationship(
         back_populates="email", order_by="EmailBatch.position", cascade="all, delete-orphan"

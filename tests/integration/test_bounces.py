@@ -155,3 +155,23 @@ def _request(request_id):
 
 def _all_rows(database):
     return database.transaction(lambda s: [(r.topic, r.value) for r in s.scalars(select(OutboxMessage))])
+
+
+def test_the_requests_of_a_bounced_email_may_go_into_the_next_contact_email(database):
+    """The therapist agent puts a hard-bounced email's open requests back to wait; the
+    database's "emailed once" check must not then leave them out of the next email."""
+    directory(database, 4)
+    first = sent_email(database, 4, [41, 42], MONDAY - timedelta(days=9))
+    assert bounce(database, {"email_id": first, "type": "hard"}) == "done"
+    again = command("k-4-again", therapist_id=4, requests=[(41, "2026-01-01T10:00:00+00:00")])
+    [email_id] = database.transaction(email_creation.store_send_commands, [again], render, IDENTITY, CHANNELS, MONDAY)
+    assert email_id is not None
+    assert database.transaction(lambda s: s.get(Email, email_id).placement_request_ids) == [41]
+
+
+def test_a_request_of_a_sent_email_that_did_not_bounce_is_left_out(database):
+    directory(database, 5)
+    sent_email(database, 5, [51], MONDAY - timedelta(days=9))
+    again = command("k-5-again", therapist_id=5, requests=[(51, "2026-01-01T10:00:00+00:00")])
+    [email_id] = database.transaction(email_creation.store_send_commands, [again], render, IDENTITY, CHANNELS, MONDAY)
+    assert email_id is None  # its only request was emailed: no email
