@@ -37,6 +37,7 @@ from streams.email.context import Identity
 from streams.email.rendering import Renderer
 from streams.email.unsubscribe import OptOut
 from streams.kafka.app import create_app
+from streams.kafka.own_producer import OwnProducer
 from streams.kafka.table import declare_therapist_table
 from streams.kafka.topics import declare_topics
 from streams.ops.metrics import Metrics, PrometheusMetrics, serve_metrics
@@ -282,7 +283,7 @@ def build_app(services: Services) -> ServiceApp:
         relay = OutboxRelay(
             settings,
             services.database,
-            app.producer,
+            OwnProducer(settings),
             channels.events,
             services.wakeups.relay,
             services.worker_id,

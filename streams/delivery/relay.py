@@ -156,6 +156,11 @@ class OutboxRelay(Service):  # type: ignore[misc]
         if deleted:
             log.info("outbox: %d published message(s) older than %s deleted", deleted, self.settings.outbox_retention)
 
+    async def on_shutdown(self) -> None:
+        close = getattr(self.producer, "close", None)  # its own producer (streams.kafka.own_producer)
+        if close is not None:
+            await close()
+
     async def on_stop(self) -> None:
         self.held_at = None
         try:
