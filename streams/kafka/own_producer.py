@@ -46,7 +46,11 @@ class OwnProducer:
                     enable_idempotence=False,
                     **security.client_options(self.settings),
                 )
-                await producer.start()  # an error here is broker trouble: the relay retries
+                try:
+                    await producer.start()
+                except BaseException:
+                    await producer.stop()  # its connections, before the relay retries
+                    raise
                 self._producer = producer
             return self._producer
 
