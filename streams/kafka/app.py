@@ -34,8 +34,8 @@ class _Transport(aiokafka_driver.Transport):  # type: ignore[misc]
     Consumer = _Consumer
 
 
-# How long a stop waits for the therapist agent's batch in hand (milliseconds,
-# normally; longer only while it waits out a broker outage).
+# How long a stop or a rebalance waits for the therapist agent's batch in hand
+# (milliseconds, normally; longer only while it waits out a broker outage).
 TABLE_WORK_WAIT = 5.0
 
 
@@ -57,7 +57,7 @@ class ServiceFaustApp(faust.App):  # type: ignore[misc]
 
     async def _on_partitions_revoked(self, revoked: set[Any]) -> None:
         if not self.should_stop:
-            self.table_gate.pause()
+            await self.table_gate.pause(TABLE_WORK_WAIT)
         await super()._on_partitions_revoked(revoked)
 
     async def _on_partitions_assigned(self, assigned: set[Any], generation_id: int = 0) -> None:

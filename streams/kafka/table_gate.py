@@ -9,16 +9,15 @@ state, and the write that follows replaces a therapist's whole state (profile,
 waiting requests, replay memory) with what one message makes of nothing; a
 fresh-clone CI run lost a therapist's profile that way at a SIGTERM.
 
-So the app closes the gate before it gives partitions up, and no new batch starts.
-At a stop the batch in hand may finish (for up to ``wait`` seconds) before the
-tables stop; the gate stays closed. At a rebalance nothing is waited for (waiting
-inside the rebalance callback held up the rebalance, and a loaded e2e run saw the
-ingest stall after it); the gate reopens once the new assignment is in place.
-Table work that still finds the gate closed raises ``TablesClosed``. At a stop its
-records are not acknowledged, so they come again after the restart; at a
-rebalance the agent does the batch again once the rebalance is over, without the
-records of partitions that went to another worker. Every decision published
-meanwhile carries a key downstream recognises."""
+So the app pauses the gate before it gives partitions up: no new batch starts,
+the batch in hand may finish (for up to ``wait`` seconds), and only then are the
+partitions revoked or the tables stopped. A rebalance resumes the gate once the
+new assignment is in place; a stop leaves it closed. Table work that still finds
+the tables gone raises ``TablesClosed``. At a stop its records are not
+acknowledged, so they come again after the restart; at a rebalance the agent does
+the batch again once the rebalance is over, without the records of partitions that
+went to another worker. Every decision published meanwhile carries a key
+downstream recognises."""
 
 from __future__ import annotations
 
@@ -72,12 +71,10 @@ class TableGate:
         if not self._tables_open:
             raise TablesClosed("the table's partitions were given up during the batch")
 
-    def pause(self) -> None:
-        """Before partitions are given up at a rebalance: hold new batches. The one in
-        hand is not waited for (that would hold up the rebalance); what it still does
-        with the table raises ``TablesClosed``, and it is done again after ``resume``."""
+    async def pause(self, wait: float) -> None:
+        """Before partitions are given up: hold new batches, let the one in hand finish."""
         self._resumed.clear()
-        self._tables_open = False
+        await self._quiesce(wait)
 
     def resume(self) -> None:
         """After a rebalance assigned the partitions anew."""

@@ -69,7 +69,7 @@ async def test_a_batch_still_in_hand_when_the_wait_ends_finds_the_tables_gone() 
 
 async def test_a_batch_waits_out_a_rebalance() -> None:
     gate = TableGate()
-    gate.pause()
+    await gate.pause(wait=1)
     with pytest.raises(TablesClosed):
         gate.check()
     entered = asyncio.Event()
@@ -89,7 +89,7 @@ async def test_a_batch_waits_out_a_rebalance() -> None:
 
 async def test_a_stop_during_a_rebalance_refuses_the_waiting_batch() -> None:
     gate = TableGate()
-    gate.pause()
+    await gate.pause(wait=1)
 
     async def batch() -> None:
         async with gate.batch():
@@ -190,7 +190,7 @@ async def test_a_batch_a_rebalance_outlasted_is_done_again_once_it_is_over() -> 
     stream = RecordStream([bundle(match(1, A, 30))])
     running = asyncio.create_task(agent(stream))  # type: ignore[arg-type]
     await until(lambda: agent.topics.send_commands.held)  # type: ignore[attr-defined]
-    gate.pause()  # a rebalance while the batch is in hand
+    await gate.pause(wait=0.01)  # a rebalance whose wait ends with the batch in hand
     agent.topics.send_commands.release()  # type: ignore[attr-defined]
     await until(lambda: not agent.topics.send_commands.held and not running.done())  # type: ignore[attr-defined]
     assert A not in table and stream.acked == []  # nothing on tables that are gone
