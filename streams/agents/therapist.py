@@ -93,22 +93,13 @@ class TherapistAgent:
     async def __call__(self, stream: faust.StreamT) -> None:
         # noack_take: each record is acknowledged here, once its state is written.
         async for events in stream.noack_take(BATCH, within=BATCH_WITHIN):
-            while True:
-                try:
-                    async with self.gate.batch():
-                        await self._take(events)
-                    break
-                except TablesClosed as exc:
-                    if self.gate.stopping:
-                        # Not acknowledged: they come again after the restart.
-                        log.info("therapist agent: %d inbox record(s) left for the restart (%s)", len(events), exc)
-                        events = []
-                        break
-                    # A rebalance outlasted the batch: once it is over, the batch again
-                    # (applying is safe to repeat), without the records of partitions
-                    # that went to another worker, which processes them.
-                    await self.gate.resumed()
-                    events = self._still_assigned(events)
+            try:
+                async with self.gate.batch():
+                    await self._take(events)
+            except TablesClosed as exc:
+                # Not acknowledged: they come again, after the restart or to the new owner.
+                log.info("therapist agent: %d inbox record(s) left for later (%s)", len(events), exc)
+                continue
             for event in events:
                 await stream.ack(event)
 
@@ -261,10 +252,6 @@ class TherapistAgent:
         for message, outcome in applied:
             self._count_input(message, outcome)
         return refusals
-
-    def _still_assigned(self, events: Sequence[Any]) -> list[Any]:
-        active = self._active_partitions()
-        return [event for event in events if active is None or event.message.tp in active]
 
     def _active_partitions(self) -> set[Any] | None:
         """The partitions this worker processes now (None: a table without an app, in tests)."""

@@ -13,11 +13,9 @@ So the app pauses the gate before it gives partitions up: no new batch starts,
 the batch in hand may finish (for up to ``wait`` seconds), and only then are the
 partitions revoked or the tables stopped. A rebalance resumes the gate once the
 new assignment is in place; a stop leaves it closed. Table work that still finds
-the tables gone raises ``TablesClosed``. At a stop its records are not
-acknowledged, so they come again after the restart; at a rebalance the agent does
-the batch again once the rebalance is over, without the records of partitions that
-went to another worker. Every decision published meanwhile carries a key
-downstream recognises."""
+the tables gone raises ``TablesClosed``: its records are not acknowledged, so they
+come again (after the restart, or to the partition's new owner), and every
+decision published meanwhile carries a key downstream recognises."""
 
 from __future__ import annotations
 
@@ -57,14 +55,6 @@ class TableGate:
             self._busy -= 1
             if not self._busy:
                 self._idle.set()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping
-
-    async def resumed(self) -> None:
-        """Until a rebalance is over (at once while none is under way, or at a stop)."""
-        await self._resumed.wait()
 
     def check(self) -> None:
         """Before each table read or write: raise if the tables are gone."""

@@ -177,23 +177,3 @@ async def test_the_app_pauses_the_gate_while_partitions_change_hands(
     await app._on_partitions_assigned(set())
     assert seen == ["revoked, paused=True", "assigned, paused=True"]
     assert app.table_gate._resumed.is_set()  # resumed once the assignment is in place
-
-
-async def test_a_batch_a_rebalance_outlasted_is_done_again_once_it_is_over() -> None:
-    """Not left unacknowledged (its partition stays here, and would not be fetched
-    again before a restart): applied again after the rebalance, then acknowledged."""
-    gate, table = TableGate(), CountingTable()
-    from streams.agents.therapist import TherapistAgent
-
-    agent = TherapistAgent(SETTINGS, recording_topics(), table, FakeClock(MONDAY), gate=gate)  # type: ignore[arg-type]
-    agent.topics.send_commands.hold = True  # type: ignore[attr-defined]
-    stream = RecordStream([bundle(match(1, A, 30))])
-    running = asyncio.create_task(agent(stream))  # type: ignore[arg-type]
-    await until(lambda: agent.topics.send_commands.held)  # type: ignore[attr-defined]
-    await gate.pause(wait=0.01)  # a rebalance whose wait ends with the batch in hand
-    agent.topics.send_commands.release()  # type: ignore[attr-defined]
-    await until(lambda: not agent.topics.send_commands.held and not running.done())  # type: ignore[attr-defined]
-    assert A not in table and stream.acked == []  # nothing on tables that are gone
-    gate.resume()
-    await running
-    assert A in table and len(stream.acked) == 1  # done again, then acknowledged
