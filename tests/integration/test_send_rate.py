@@ -102,7 +102,9 @@ async def test_a_claim_under_the_rate_takes_the_most_urgent_it_lets_go_and_leave
     time.sleep(held.until_free)  # what the loop waits, told by the store
     later = await second.claim_at_rate(NOW, 1, LEASE, WEEK, rate, HORIZON)
     assert [e.email_key for e in later.emails] == ["c3"]  # the next most urgent, one interval on
-    assert later.send_at[0] - claim.send_at[0] >= 1.5 - 0.01
+    # Within 0.1 s, as above: both slot times carry their claim's round trip (a
+    # fresh-clone CI run saw 1.489 s).
+    assert later.send_at[0] - claim.send_at[0] >= 1.5 - 0.1
     assert later.send_at[0] - time.monotonic() <= (HORIZON + send_rate.LEAD).total_seconds()
 
 
