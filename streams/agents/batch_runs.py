@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
-from typing import Any, cast
+from typing import cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import faust
@@ -204,9 +204,8 @@ class BatchRuns:
         """The therapists whose inbox messages arrive on ``partition`` (the table may
         also hold standby copies of other partitions' therapists)."""
         partitions = self.settings.partitions
-        states: list[Any] = [
+        return [
             value
             for key, value in list(self.table.items())
             if isinstance(value, TherapistState) and partition_of(key, partitions) == partition
         ]
-        return states

@@ -30,7 +30,7 @@ def keep(session: Session, details: Sequence[RequestDetails], now: datetime) -> 
     in one statement."""
     if not details:
         return
-    erased = _erased(session, {d.request.patient_id for d in details})
+    erased = _erased(session, sorted({d.request.patient_id for d in details}))
     rows: dict[int, dict[str, Any]] = {}
     for detail in details:  # the last word on a request wins
         request = detail.request
@@ -56,10 +56,12 @@ def keep(session: Session, details: Sequence[RequestDetails], now: datetime) -> 
     )
 
 
-def _erased(session: Session, patient_ids: set[int]) -> dict[int, datetime]:
+def _erased(session: Session, patient_ids: Sequence[int]) -> dict[int, datetime]:
     """When each of these patients was erased (those that were)."""
     found = session.execute(
-        select(ErasedPatient.patient_id, ErasedPatient.erased_at).where(ErasedPatient.patient_id.in_(patient_ids))
+        select(ErasedPatient.patient_id, ErasedPatient.erased_at).where(
+            one_of(session, ErasedPatient.patient_id, patient_ids)
+        )
     )
     return {patient_id: erased_at for patient_id, erased_at in found}
 
