@@ -429,6 +429,21 @@ class RecordStream:
         self.acked.append(event.message)
 
 
+class StagedRecordStream(RecordStream):
+    """Records that come in stages, as batches: each stage once the awaitable given
+    with it is done (the first at once)."""
+
+    def __init__(self, *stages: tuple[Callable[[], Awaitable[Any]] | None, list[Record]]) -> None:
+        super().__init__(record for _, records in stages for record in records)
+        self.stages = stages
+
+    async def noack_take(self, max_: int, within: float) -> AsyncIterator[list[_Event]]:
+        for before, records in self.stages:
+            if before is not None:
+                await before()
+            yield [_Event(record) for record in records]
+
+
 # --- the database ------------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, assert_never
 
@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from domain.decisions import CONTACT_REQUEST
 from domain.delivery_order import priority_of
+from streams.agents.send_backlog import Backlog
 from streams.delivery.wakeups import Wakeups
 from streams.email import context
 from streams.email.rendering import Renderer
@@ -50,12 +51,14 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Records taken at once (each one command or a bundle of them), their commands
-# stored in transactions of STORE_GROUP; how long to wait to fill a batch (under
-# load a batch is full at once, so this only delays a lone command).
+# Records taken at once (each one command or a bundle of them), and how long to wait
+# to fill a batch (under load a batch is full at once, so this only delays a lone
+# command); at most BACKLOG records held unstored; commands stored in transactions
+# of at most STORE_GROUP (an urgent email waits for at most one group in hand).
 BATCH = 100
-STORE_GROUP = 100
 BATCH_WITHIN = 0.005
+BACKLOG = 1000
+STORE_GROUP = 100
 
 
 class SenderAgent:
@@ -86,31 +89,48 @@ class SenderAgent:
         self.database_warning = ThrottledWarning(log)
 
     async def __call__(self, stream: faust.StreamT) -> None:
-        # noack_take: the events are acknowledged here, after their batch is stored.
-        async for events in stream.noack_take(BATCH, within=BATCH_WITHIN):
-            try:
-                commands = [command for event in events for command in unpack(event.value)]
-            except Exception:
-                commands = None  # a record that cannot be read: each one on its own
-            # The therapists with an urgent email (a confirmation, say) first, in a
-            # transaction of their own: under a batch run's burst their emails are
-            # stored, and delivered, before the contact requests taken with them.
-            groups = [] if commands is None else store_groups(*urgent_first(commands))
-            try:
-                for group in groups:
-                    await self._store(group)
-                    self.wakeups.work_added()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                commands = None  # something can never be stored
-            if commands is None:
-                # One record at a time, each command alone, so only the one at fault
-                # goes to the DLQ (storing again what was stored changes nothing).
+        # Records are taken while earlier ones are stored (streams.agents.send_backlog),
+        # and acknowledged (noack_take) once stored, in the order taken.
+        backlog = Backlog(BACKLOG, STORE_GROUP, is_urgent)
+        storing = asyncio.create_task(self._store_backlog(backlog, stream))
+        try:
+            async for events in stream.noack_take(BATCH, within=BATCH_WITHIN):
                 for event in events:
-                    await self._one(event)
+                    try:
+                        commands = unpack(event.value)
+                    except Exception:
+                        commands = None  # dead-lettered by the storer, in its turn
+                    backlog.add(event, commands)
+                if len(backlog) >= BACKLOG or storing.done():
+                    await _unless_done(backlog.room(), storing)
+            backlog.close()
+            await storing
+        finally:
+            storing.cancel()
+
+    async def _store_backlog(self, backlog: Backlog, stream: faust.StreamT) -> None:
+        while (group := await backlog.next_group()) is not None:
+            if group.unreadable is not None:
+                await self._one(group.unreadable.event)
+                done = backlog.stored(group)
+            elif not group.commands:
+                done = backlog.stored(group)
+            else:
+                try:
+                    await self._store([command for _, command in group.commands])
+                    done = backlog.stored(group)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # Something can never be stored: the group's records one at a
+                    # time, each command alone, so only the one at fault goes to the
+                    # DLQ (storing again what was stored changes nothing).
+                    records = group.records()
+                    for taken in records:
+                        await self._one(taken.event)
+                    done = backlog.settled(records)
                 self.wakeups.work_added()
-            for event in events:
+            for event in done:
                 await stream.ack(event)
 
     async def _one(self, event: Any) -> None:
@@ -162,8 +182,9 @@ class SenderAgent:
         )
 
     def _carry_out(self, session: Session, commands: list[SendCommand], now: datetime) -> None:
-        """All commands of a batch, in their order, in one transaction. A run of
-        emails is stored in one call, and so is a run of request details."""
+        """All commands of a batch in one transaction, each therapist's in their
+        order. A run of emails is stored in one call, and so is a run of request
+        details (``in_runs`` makes the runs long)."""
         emails: list[SendEmail] = []
         details: list[RequestDetails] = []
 
@@ -180,7 +201,7 @@ class SenderAgent:
                     log.info("%d email(s) stored", stored)
                 emails.clear()
 
-        for command in commands:
+        for command in in_runs(commands):
             bind_log_context(therapist_id=getattr(command, "therapist_id", None))
             match command:
                 case SendEmail():
@@ -215,24 +236,42 @@ class SenderAgent:
                 assert_never(command)
 
 
-def store_groups(*parts: list[SendCommand]) -> list[list[SendCommand]]:
-    """Each part in transactions of at most STORE_GROUP commands, part after part."""
-    return [part[start : start + STORE_GROUP] for part in parts for start in range(0, len(part), STORE_GROUP)]
+def in_runs(commands: list[SendCommand]) -> list[SendCommand]:
+    """``commands`` reordered so that emails, and request details, come in long runs:
+    every therapist's first command, then every second one, and so on, each round
+    with the details first, then the emails, then the rest. Each therapist's commands
+    keep their order; the order between therapists does not matter (a confirmation
+    comes as a settled request and an email: 50 of them make one run of 50 emails,
+    not 50 runs of one)."""
+    by_therapist: dict[int, list[SendCommand]] = {}
+    for command in commands:
+        by_therapist.setdefault(command.therapist_id, []).append(command)
+    if len(by_therapist) < 2:
+        return commands
+    rounds: list[SendCommand] = []
+    for depth in range(max(len(own) for own in by_therapist.values())):
+        round_ = [own[depth] for own in by_therapist.values() if depth < len(own)]
+        rounds += sorted(round_, key=_run_order)
+    return rounds
 
 
-def urgent_first(commands: list[SendCommand]) -> tuple[list[SendCommand], list[SendCommand]]:
-    """``commands`` split: those of the therapists that have an urgent email among
-    them (any kind the delivery order puts before contact requests), then the others.
-    Each therapist's commands keep their order (an email may need the request
-    details sent before it); only the order between therapists changes."""
-    urgent = {c.therapist_id for c in commands if isinstance(c, SendEmail) and _is_urgent(c.email_kind)}
-    if not urgent:
-        return [], commands
-    return [c for c in commands if c.therapist_id in urgent], [c for c in commands if c.therapist_id not in urgent]
+def _run_order(command: SendCommand) -> int:
+    return 0 if isinstance(command, RequestDetails) else 1 if isinstance(command, SendEmail) else 2
 
 
-def _is_urgent(kind: str) -> bool:
-    return priority_of(kind) < priority_of(CONTACT_REQUEST)
+def is_urgent(command: SendCommand) -> bool:
+    """An email the delivery order puts before contact requests (a confirmation, say)."""
+    return isinstance(command, SendEmail) and priority_of(command.email_kind) < priority_of(CONTACT_REQUEST)
+
+
+async def _unless_done(waiting: Awaitable[None], storing: asyncio.Task[None]) -> None:
+    """Await ``waiting``; if the storing task ends first (a bug), raise what ended it."""
+    wait = asyncio.ensure_future(waiting)
+    await asyncio.wait([wait, storing], return_when=asyncio.FIRST_COMPLETED)
+    if storing.done():
+        wait.cancel()
+        storing.result()
+        raise RuntimeError("sender agent: the storing task ended before the stream")
 
 
 def _decided_emails(raw: bytes | None) -> list[tuple[int, str]]:

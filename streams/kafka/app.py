@@ -39,6 +39,15 @@ class _Transport(aiokafka_driver.Transport):  # type: ignore[misc]
 TABLE_WORK_WAIT = 5.0
 
 
+# Table writes waiting for Faust's producer (their changelog records) before Faust
+# stops handing records to every agent. Faust's 100 is soon reached when each
+# record is its own producer batch (Tansu): a batch run's burst of writes then held
+# up every input, a confirmation's too, for seconds. A commit still waits for all of
+# them to be sent. Each holds one therapist's encoded state (about 1.5 KB; see
+# BENCHMARKS.md), so a full backlog is some 15 MB.
+CHANGELOG_BACKLOG = 10_000
+
+
 class ServiceFaustApp(faust.App):  # type: ignore[misc]
     fetch_max_wait_ms = 1500
 
@@ -89,5 +98,6 @@ def create_app(settings: Settings) -> ServiceFaustApp:
     if settings.producer_max_batch_size is not None:
         options["producer_max_batch_size"] = settings.producer_max_batch_size
     app = ServiceFaustApp(settings.app_id, **options)
+    app.producer.buffer.max_messages = CHANGELOG_BACKLOG
     app.fetch_max_wait_ms = round(settings.consumer_fetch_max_wait.total_seconds() * 1000)
     return app

@@ -5,6 +5,7 @@ batch, acknowledging, and the dead letter of a command that cannot be stored."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -14,7 +15,8 @@ import pytest
 
 from domain.placement import PlacementRequest
 from domain.therapist import TherapistProfile
-from streams.agents.sender import SenderAgent, urgent_first
+from streams.agents.send_backlog import Backlog
+from streams.agents.sender import SenderAgent, in_runs, is_urgent
 from streams.delivery.wakeups import Wakeups
 from streams.email.context import Identity
 from streams.messages import inbox, send_commands
@@ -23,7 +25,7 @@ from streams.messages.codec import encode
 from streams.persistence import call_booking, directory, email_creation, settled_requests, waiting_requests
 from streams.persistence.outbox import Channels
 from streams.settings import Settings
-from tests.fakes import Record, RecordingDatabase, RecordStream, recording_topics, sent
+from tests.fakes import Record, RecordingDatabase, RecordStream, StagedRecordStream, recording_topics, sent
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 PROFILE = TherapistProfile(7, "praxis7@example.org", "Eva", "Müller")
@@ -243,8 +245,115 @@ async def test_under_a_burst_the_therapists_with_a_confirmation_are_stored_first
     assert len(stream.acked) == 2
 
 
-def test_without_an_urgent_email_the_order_is_kept() -> None:
-    commands: list[send_commands.SendCommand] = [therapist_email(t, f"c{t}") for t in (3, 1, 2)]
-    assert urgent_first(commands) == ([], commands)
-    commands.append(therapist_email(4, "f", "follow_up"))  # more urgent than a contact request
-    assert urgent_first(commands) == ([commands[3]], commands[:3])
+class HeldDatabase(RecordingDatabase):
+    """A database whose first unit of work waits, once started, until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def run(self, work: Any, *args: Any) -> Any:
+        if not self.started.is_set():
+            self.started.set()
+            await self.release.wait()
+        return await super().run(work, *args)
+
+
+async def test_a_confirmation_taken_while_contact_emails_are_stored_is_stored_next_and_acknowledged_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = Calls(monkeypatch)
+    agent, _ = sender()
+    database = agent.database = HeldDatabase()  # type: ignore[assignment]
+    contacts = bundled(*(therapist_email(t, f"contact-{t}") for t in range(1, 301)))
+    confirmation = Record(encode(therapist_email(900, "confirm", "confirmation")), b"900", "svc-send-commands", 1, 0)
+
+    async def while_the_first_group_is_stored() -> None:
+        await database.started.wait()
+
+    async def once_taken() -> None:  # the agent asks for more: the confirmation is in its backlog
+        database.release.set()
+
+    stream = StagedRecordStream(
+        ([None, [contacts]]), (while_the_first_group_is_stored, [confirmation]), (once_taken, [])
+    )
+    await agent(stream)  # type: ignore[arg-type]
+
+    stored = [[e.email_key for e in run] for name, run in calls.log if name == "emails"]
+    assert stored == [
+        [f"contact-{t}" for t in range(1, 101)],  # the group in hand when the confirmation came
+        ["confirm"],
+        [f"contact-{t}" for t in range(101, 201)],
+        [f"contact-{t}" for t in range(201, 301)],
+    ]
+    # The confirmation's record was stored first but is acknowledged after the one taken before it.
+    assert stream.acked == [contacts, confirmation]
+
+
+async def test_the_backlog_hands_out_urgent_therapists_first_each_in_its_order_and_releases_in_order_taken() -> None:
+    backlog = Backlog(limit=10, group_size=2, is_urgent=is_urgent)
+    backlog.add("a", [therapist_email(1, "c1"), therapist_email(2, "c2"), therapist_email(3, "c3")])
+    # Therapist 4's follow-up is more urgent than a contact request; its details come with it.
+    backlog.add("b", [send_commands.RequestDetails(4, request(4)), therapist_email(4, "f", "follow_up")])
+
+    handed, released = [], []
+    while backlog:
+        group = await backlog.next_group()
+        assert group is not None
+        handed.append([getattr(command, "email_key", "details") for _, command in group.commands])
+        released.append(backlog.stored(group))
+
+    assert handed == [["details", "f"], ["c1", "c2"], ["c3"]]
+    assert released == [[], [], ["a", "b"]]
+
+
+async def test_without_an_urgent_email_the_backlog_keeps_the_order_and_a_full_backlog_waits_for_room() -> None:
+    backlog = Backlog(limit=2, group_size=2, is_urgent=is_urgent)
+    backlog.add("a", [therapist_email(3, "c3"), therapist_email(1, "c1")])
+    backlog.add("b", [therapist_email(2, "c2")])
+    room = asyncio.ensure_future(backlog.room())
+    await asyncio.sleep(0)
+    assert not room.done()  # two records held: full
+
+    first = await backlog.next_group()
+    assert first is not None
+    assert backlog.stored(first) == ["a"]
+    await asyncio.wait_for(room, 1)  # one record held: room
+    second = await backlog.next_group()
+    assert second is not None
+    assert backlog.stored(second) == ["b"]
+    backlog.close()
+
+    assert await backlog.next_group() is None
+    assert [[c.email_key for _, c in g.commands] for g in (first, second)] == [["c3", "c1"], ["c2"]]  # type: ignore[attr-defined]
+
+
+async def test_confirmations_of_many_therapists_are_stored_as_one_run_of_emails_each_therapist_in_its_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = Calls(monkeypatch)
+    agent, database = sender()
+    # As acceptances come: each therapist's settled request, then its confirmation.
+    commands: list[send_commands.SendCommand] = []
+    for t in range(1, 51):
+        commands += [send_commands.SettleRequest(t, t, "accepted"), therapist_email(t, f"confirm-{t}", "confirmation")]
+    await agent(RecordStream([bundled(*commands)]))  # type: ignore[arg-type]
+
+    assert len(database.runs) == 1
+    assert calls.names() == ["settle"] * 50 + ["emails"]  # one run of 50 emails, not 50 runs of one
+    assert [e.email_key for e in calls.log[-1][1]] == [f"confirm-{t}" for t in range(1, 51)]
+
+
+def test_runs_keep_each_therapists_order() -> None:
+    details = send_commands.RequestDetails(1, request(1))
+    first, second = therapist_email(1, "a"), therapist_email(1, "b")
+    settle, other = send_commands.SettleRequest(2, 5, "closed"), therapist_email(2, "c")
+    commands: list[send_commands.SendCommand] = [first, settle, details, other, second]
+
+    ordered = in_runs(commands)
+
+    assert ordered == [first, settle, details, other, second]  # round by round, details before emails
+    for therapist in (1, 2):
+        own = [c for c in commands if c.therapist_id == therapist]
+        assert [c for c in ordered if c.therapist_id == therapist] == own

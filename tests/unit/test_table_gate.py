@@ -177,3 +177,25 @@ async def test_the_app_pauses_the_gate_while_partitions_change_hands(
     await app._on_partitions_assigned(set())
     assert seen == ["revoked, paused=True", "assigned, paused=True"]
     assert app.table_gate._resumed.is_set()  # resumed once the assignment is in place
+
+
+async def test_a_burst_of_table_writes_waiting_for_the_producer_does_not_hold_up_every_agent(
+    app: kafka_app.ServiceFaustApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Faust stops handing records to all agents while more than max_messages table
+    # writes wait for its producer; with one record per producer batch (Tansu) a batch
+    # run's writes passed Faust's 100 at once and held up a confirmation for seconds.
+    buffer = app.producer.buffer
+    for _ in range(1000):  # a batch run's writes, and the delivery feedback's
+        buffer.pending.put_nowait(object())
+    waited: list[int | None] = []
+
+    async def flush_atmost(max_messages: int | None) -> int:
+        waited.append(max_messages)
+        return 0
+
+    monkeypatch.setattr(buffer, "flush_atmost", flush_atmost)
+    await buffer.wait_until_ebb()  # what Faust awaits before handing on each record
+
+    assert waited == []
+    assert buffer.max_messages == kafka_app.CHANGELOG_BACKLOG
