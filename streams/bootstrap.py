@@ -19,6 +19,7 @@ from mode import Service
 from domain.retry import RetryPolicy
 from streams.agents.commands import CommandAgent
 from streams.agents.ingest import matching_ingest, therapist_ingest
+from streams.agents.ingest_consumer import IngestConsumer
 from streams.agents.sender import SenderAgent
 from streams.agents.therapist import TherapistAgent
 from streams.agents.ticks import send_ticks
@@ -208,8 +209,17 @@ def build_app(services: Services) -> ServiceApp:
     serve_tracking(app, settings, services.database, channels.events, services.wakeups, clock)  # /t/…, opt-in
     serve_unsubscribe(app, settings, services.database, topics.inbox)  # /unsubscribe/…, when configured
 
-    app.agent(topics.matching, name="ingest-matching")(matching_ingest(topics, clock, settings, metrics))
-    app.agent(topics.therapists, name="ingest-therapists")(therapist_ingest(topics, clock, settings, metrics))
+    # The input topics are read by a consumer of aiokafka's own, in large batches
+    # (streams.agents.ingest_consumer), started with the other runtime services.
+    inputs = IngestConsumer(
+        settings,
+        {
+            topics.matching.get_topic_name(): matching_ingest(topics, clock, settings, metrics),
+            topics.therapists.get_topic_name(): therapist_ingest(topics, clock, settings, metrics),
+        },
+        loop=app.loop,
+        beacon=app.beacon,
+    )
     app.agent(topics.inbox, name="therapists")(
         TherapistAgent(settings, topics, table, clock, metrics=metrics, gate=app.table_gate)
     )
@@ -250,7 +260,11 @@ def build_app(services: Services) -> ServiceApp:
         log.info("worker %s owns inbox partitions %s", services.worker_id, owned)
 
     async def tick() -> None:
-        await send_ticks(app, topics, clock)
+        # Not before the inputs that were waiting at the start are in the inbox: a
+        # batch run caught up after a restart must see the requests a stopped
+        # worker read but did not commit.
+        if inputs.caught_up:
+            await send_ticks(app, topics, clock)
 
     app.timer(settings.tick_interval.total_seconds(), name="batch-run-ticks")(tick)
 
@@ -306,6 +320,13 @@ def build_app(services: Services) -> ServiceApp:
         await app.add_runtime_dependency(relay)
         probes.relay = relay
         await app.add_runtime_dependency(scheduled)
+        await app.add_runtime_dependency(inputs)
+        probes.inputs = inputs
+        app.add_future(ready_once_reading())
+
+    async def ready_once_reading() -> None:
+        # Faust's group reads the commands by now; the inputs' group joins on its own.
+        await inputs.wait_joined()
         log.info("commsvc worker ready (id %s, app %s)", services.worker_id, settings.app_id)
 
     return ServiceApp(app, on_startup_finished)

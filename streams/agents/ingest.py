@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -36,10 +36,13 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Inputs taken at most at once, and how long to wait for more: under load a batch
-# fills in well under that; a lone input waits at most this long.
+# Inputs taken at most at once from a Faust stream, and how long to wait for more:
+# under load a batch fills in well under that; a lone input waits at most this long.
+# (The worker reads the input topics with streams.agents.ingest_consumer.)
 BATCH = 250
 BATCH_WITHIN = 0.005
+# Inputs validated between two turns of the event loop to the other agents.
+YIELD_EVERY = 250
 
 
 def match_message(event: InputEvent) -> tuple[inbox.Repartitioned, str | None]:
@@ -148,10 +151,21 @@ class IngestAgent:
     async def __call__(self, stream: faust.StreamT) -> None:
         # noack_take: each input is acknowledged here, once what it caused is.
         async for events in stream.noack_take(BATCH, within=BATCH_WITHIN):
-            entries = [entry for event in events if (entry := await self._accept(event)) is not None]
-            await asyncio.gather(*(self._forward(run) for run in _by_partition(pack(entries))))
+            await self.take(events)
             for event in events:
                 await stream.ack(event)
+
+    async def take(self, events: Sequence[Any]) -> None:
+        """A batch of inputs (Faust events, or streams.agents.ingest_consumer's):
+        each forwarded to the inbox (and acknowledged by the broker) or dead-lettered."""
+        entries = []
+        for count, event in enumerate(events, 1):
+            entry = await self._accept(event)
+            if entry is not None:
+                entries.append(entry)
+            if count % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # a large batch does not hold up the other agents
+        await asyncio.gather(*(self._forward(run) for run in _by_partition(pack(entries))))
 
     async def _accept(self, event: Any) -> Entry[Any] | None:
         """The inbox message for one input, ready to pack; or None, the input having

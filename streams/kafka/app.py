@@ -48,6 +48,21 @@ TABLE_WORK_WAIT = 5.0
 CHANGELOG_BACKLOG = 10_000
 
 
+def _ebb_to_the_limit(buffer: Any) -> None:
+    """Faust waits, before handing on each record, until its producer has sent
+    ``max_messages`` more of the pending writes, however few are above the limit:
+    with 10,000 that held every agent for seconds at a time under a large ingest.
+    Here a record waits only until the pending writes are back at the limit."""
+
+    async def wait_until_ebb() -> None:
+        while buffer.size > buffer.max_messages:
+            if not await buffer.flush_atmost(buffer.size - buffer.max_messages):
+                return  # nothing sent for a while (Faust gives up the same way)
+
+    buffer.max_messages = CHANGELOG_BACKLOG
+    buffer.wait_until_ebb = wait_until_ebb  # read by Faust's conductor as it builds its handlers
+
+
 class ServiceFaustApp(faust.App):  # type: ignore[misc]
     fetch_max_wait_ms = 1500
 
@@ -98,6 +113,6 @@ def create_app(settings: Settings) -> ServiceFaustApp:
     if settings.producer_max_batch_size is not None:
         options["producer_max_batch_size"] = settings.producer_max_batch_size
     app = ServiceFaustApp(settings.app_id, **options)
-    app.producer.buffer.max_messages = CHANGELOG_BACKLOG
+    _ebb_to_the_limit(app.producer.buffer)
     app.fetch_max_wait_ms = round(settings.consumer_fetch_max_wait.total_seconds() * 1000)
     return app

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import SQLAlchemyError
 
 from streams.ops import status_broker, status_database
-from streams.ops.status_broker import BrokerStatus
+from streams.ops.status_broker import BrokerStatus, TopicLag
 from streams.ops.status_database import DatabaseStatus
 from streams.ops.topic_reader import Broker, BrokerUnavailable
 from streams.persistence.db import Database, is_transient
@@ -209,6 +209,7 @@ def as_json(status: Status) -> dict[str, Any]:
             "group": broker.group,
             "topics": {
                 lag.topic: {
+                    "group": lag.group,
                     "lag": lag.lag,
                     "partitions": {
                         str(p): {"committed": part.committed, "end": part.end, "lag": part.lag}
@@ -288,8 +289,7 @@ def as_text(status: Status) -> str:
     else:
         sources = f" ({_counts(broker.dlq_by_source)})" if broker.dlq_by_source else ""
         lines.append(f"DLQ             {broker.dlq_records} record(s) in the last 24h{sources}")
-        lag = " · ".join(f"{t.topic} {t.lag}" for t in broker.lag)
-        lines.append(f"Consumer lag    {lag} (group {broker.group})")
+        lines.append(f"Consumer lag    {_lag_by_group(broker.lag)}")
         lines.append(f"Suppressed      {broker.suppressed_addresses} address(es)")
     return "\n".join(lines)
 
@@ -310,3 +310,13 @@ async def run_status(
     for part, error in status.errors.items():
         err(f"{part}: {error}")
     return 1 if status.errors else 0
+
+
+def _lag_by_group(lags: list[TopicLag]) -> str:
+    """``a 1 · b 0 (group g1) · c 0 (group g2)``: each group after its topics."""
+    by_group: dict[str, list[TopicLag]] = {}
+    for lag in lags:
+        by_group.setdefault(lag.group, []).append(lag)
+    return " · ".join(
+        " · ".join(f"{t.topic} {t.lag}" for t in topics) + f" (group {group})" for group, topics in by_group.items()
+    )

@@ -22,6 +22,7 @@ from datetime import datetime
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from streams.agents.ingest_consumer import group_of as ingest_group
 from streams.kafka.topics import internal_topic_names
 from streams.ops.dlq import read_all, select
 from streams.ops.topic_reader import Broker, end_offsets, open_reader, read_to_end, within
@@ -42,6 +43,7 @@ class PartitionLag:
 class TopicLag:
     topic: str
     partitions: dict[int, PartitionLag]
+    group: str  # the consumer group that reads the topic
 
     @property
     def lag(self) -> int:
@@ -94,7 +96,7 @@ async def consumer_lag(broker: Broker, group: str, topics: list[str]) -> list[To
             offset = committed.get(tp, -1)
             read_from = offset if offset >= 0 else int(firsts.get(tp, 0))
             by_partition[partition] = PartitionLag(offset if offset >= 0 else None, end, max(end - read_from, 0))
-        lags.append(TopicLag(topic, by_partition))
+        lags.append(TopicLag(topic, by_partition, group))
     return lags
 
 
@@ -144,8 +146,9 @@ async def read(broker: Broker, since: datetime, progress: Callable[[str], None])
     """Each part with a consumer of its own (a consumer that was assigned partitions
     knows the metadata of their topics only)."""
     settings = broker.settings
-    inputs = [settings.topic_matching, settings.topic_therapists, settings.topic_commands]
-    lag = await consumer_lag(broker, settings.app_id, inputs)
+    # The input events are read by the ingest consumer's group, the commands by Faust's.
+    lag = await consumer_lag(broker, ingest_group(settings), [settings.topic_matching, settings.topic_therapists])
+    lag += await consumer_lag(broker, settings.app_id, [settings.topic_commands])
     count, by_source = await dead_letters_since(broker, since)
     return BrokerStatus(
         group=settings.app_id,

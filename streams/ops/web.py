@@ -91,6 +91,10 @@ class Relay(Protocol):
     def running(self) -> bool: ...
 
 
+class Inputs(Relay, Protocol):
+    joined: bool  # the group gave this worker its share at least once
+
+
 class Readiness:
     """What ``/readyz`` reports, read from the app's state when asked."""
 
@@ -109,6 +113,7 @@ class Readiness:
         self.db_cache = db_cache
         self.clock = clock
         self.relay: Relay | None = None  # set once the worker is up (see streams/bootstrap.py)
+        self.inputs: Inputs | None = None  # likewise: the reader of the input topics
         self.assigned = False  # an assignment arrived since the last revocation
         self.ever_assigned = False
         self._database: tuple[float, str] | None = None  # (when, answer)
@@ -145,6 +150,13 @@ class Readiness:
             return "starting"
         return OK if self.relay.running else "not running"
 
+    def inputs_state(self) -> str:
+        if self.inputs is None:
+            return "starting"
+        if not self.inputs.running:
+            return "not running"
+        return OK if self.inputs.joined else "unassigned"
+
     async def database(self) -> str:
         cached = self._database
         if cached is not None and self.clock() - cached[0] < self.db_cache:
@@ -172,6 +184,7 @@ class Readiness:
             "table": self.table(),
             "database": database,
             "relay": self.relay_state(),
+            "inputs": self.inputs_state(),
         }
         self._log_change(checks)
         return checks

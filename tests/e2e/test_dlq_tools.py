@@ -245,6 +245,12 @@ async def test_status_agrees_with_the_database_and_the_broker(service: Service):
     assert document["dlq_24h"]["by_source"] == {service.topics.matching: 1}
     lag = document["consumer_lag"]
     assert lag["group"] == service.environ["COMM_APP_ID"]
+    groups = {topic: lag["topics"][topic]["group"] for topic in inputs}
+    assert groups == {
+        service.topics.matching: service.environ["COMM_APP_ID"] + "-ingest",  # the ingest consumer's
+        service.topics.therapists: service.environ["COMM_APP_ID"] + "-ingest",
+        service.topics.commands: service.environ["COMM_APP_ID"],  # Faust's
+    }
     published = {service.topics.matching: 3, service.topics.therapists: 2, service.topics.commands: 1}
     for topic, count in published.items():
         assert sum(p["end"] for p in lag["topics"][topic]["partitions"].values()) == count

@@ -21,7 +21,7 @@ from tests.events import match_created, therapist_created
 from tests.services import PrivateCluster
 from tests.waiting import until, until_blocking
 
-ALL_OK = {"partitions": "ok", "table": "ok", "database": "ok", "relay": "ok"}
+ALL_OK = {"partitions": "ok", "table": "ok", "database": "ok", "relay": "ok", "inputs": "ok"}
 
 
 @dataclass(frozen=True)

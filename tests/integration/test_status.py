@@ -217,7 +217,10 @@ async def test_the_broker_part_reads_lag_dead_letters_and_suppressions(broker: L
             (changelog, 0, b'"bookmark-0"', b'{"last_run": "2026-11-23T09:00:00+01:00"}'),
         ],
     )
-    await commit(broker, settings.app_id, {TopicPartition(matching, 0): 4, TopicPartition(therapists, 0): 1})
+    # The input events' offsets are the ingest consumer's group's (streams.agents.ingest_consumer).
+    await commit(
+        broker, f"{settings.app_id}-ingest", {TopicPartition(matching, 0): 4, TopicPartition(therapists, 0): 1}
+    )
     read = await status.read_broker(Broker(settings, 10.0), now, lambda line: None)
 
     lag = {t.topic: t for t in read.lag}
@@ -226,6 +229,11 @@ async def test_the_broker_part_reads_lag_dead_letters_and_suppressions(broker: L
     assert lag[matching].partitions[1].committed is None and lag[matching].partitions[1].lag == 3
     assert lag[matching].lag == 4 and lag[therapists].lag == 0 and lag[settings.topic_commands].lag == 0
     assert read.group == settings.app_id
+    assert {t.topic: t.group for t in read.lag} == {
+        matching: f"{settings.app_id}-ingest",
+        therapists: f"{settings.app_id}-ingest",
+        settings.topic_commands: settings.app_id,
+    }
     assert read.dlq_records == 3 and read.dlq_by_source == {matching: 2, therapists: 1}
     assert read.suppressed_addresses == 1
 

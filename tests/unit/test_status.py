@@ -64,12 +64,16 @@ def database_status() -> DatabaseStatus:
     )
 
 
+INGEST = "communication-service-ingest"  # the group that reads the input events
+
+
 def broker_status() -> BrokerStatus:
     return BrokerStatus(
         group="communication-service",
         lag=[
-            TopicLag("matching-events", {0: PartitionLag(10, 12, 2), 1: PartitionLag(None, 3, 3)}),
-            TopicLag("therapist-events", {0: PartitionLag(5, 5, 0)}),
+            TopicLag("matching-events", {0: PartitionLag(10, 12, 2), 1: PartitionLag(None, 3, 3)}, INGEST),
+            TopicLag("therapist-events", {0: PartitionLag(5, 5, 0)}, INGEST),
+            TopicLag("communication-commands", {0: PartitionLag(1, 1, 0)}, "communication-service"),
         ],
         dlq_since=NOW - timedelta(hours=24),
         dlq_records=2,
@@ -101,6 +105,9 @@ def test_the_json_holds_every_part_with_times_in_the_service_zone():
     assert document["dlq_24h"]["records"] == 2
     matching = document["consumer_lag"]["topics"]["matching-events"]
     assert matching["lag"] == 5 and matching["partitions"]["1"] == {"committed": None, "end": 3, "lag": 3}
+    assert matching["group"] == INGEST and document["consumer_lag"]["topics"]["communication-commands"]["group"] == (
+        "communication-service"
+    )
     assert document["suppressed_addresses"] == 1 and document["errors"] == {}
 
 
@@ -110,7 +117,10 @@ def test_the_screen_shows_each_part_on_a_line():
     assert "Emails          entwurf 1 · in_warteschlange 2 · wird_gesendet 0 · gesendet 40 · fehlgeschlagen 1" in screen
     assert "oldest queued #12 (contact_request), waiting 2h 05m, next attempt 2026-11-23 09:00, 1 failed" in screen
     assert "Last 24h" in screen and "alerts 2 (email_failed 1 · smtp_unavailable 1)" in screen
-    assert "Consumer lag    matching-events 5 · therapist-events 0 (group communication-service)" in screen
+    assert (
+        "Consumer lag    matching-events 5 · therapist-events 0 (group communication-service-ingest)"
+        " · communication-commands 0 (group communication-service)"
+    ) in screen
     assert "Suppressed      1 address(es)" in screen
     assert ADDRESS not in screen and ADDRESS not in json.dumps(as_json(Status(NOW, BERLIN, timedelta(1), None, None)))
 

@@ -199,3 +199,24 @@ async def test_a_burst_of_table_writes_waiting_for_the_producer_does_not_hold_up
 
     assert waited == []
     assert buffer.max_messages == kafka_app.CHANGELOG_BACKLOG
+
+
+async def test_above_the_limit_a_record_waits_only_until_the_pending_writes_are_back_at_it(
+    app: kafka_app.ServiceFaustApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    buffer = app.producer.buffer
+    for _ in range(kafka_app.CHANGELOG_BACKLOG + 5):
+        buffer.pending.put_nowait(object())
+    waited: list[int | None] = []
+
+    async def flush_atmost(max_messages: int | None) -> int:  # the producer sends that many
+        waited.append(max_messages)
+        for _ in range(max_messages or 0):
+            buffer.pending.get_nowait()
+        return max_messages or 0
+
+    monkeypatch.setattr(buffer, "flush_atmost", flush_atmost)
+    await buffer.wait_until_ebb()
+
+    assert waited == [5]  # Faust's own would wait for CHANGELOG_BACKLOG more to go
+    assert buffer.size == kafka_app.CHANGELOG_BACKLOG

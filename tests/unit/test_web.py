@@ -88,6 +88,11 @@ class Relay:
     running = True
 
 
+class Inputs:
+    running = True
+    joined = True
+
+
 def ready_app(**overrides: Any) -> Readiness:
     """The readiness of an app in the state of a worker that is up (but for its assignment)."""
     app = create_app(SETTINGS)
@@ -96,6 +101,7 @@ def ready_app(**overrides: Any) -> Readiness:
     add_probe_pages(app, readiness)
     app.tables.actives_ready = True
     readiness.relay = Relay()
+    readiness.inputs = Inputs()
     return readiness
 
 
@@ -107,7 +113,8 @@ async def test_ready_when_every_check_passes():
     readiness = ready_app()
     app = readiness.app
     await assigned(app)
-    assert await readiness.checks() == {"partitions": "ok", "table": "ok", "database": "ok", "relay": "ok"}
+    checks = {"partitions": "ok", "table": "ok", "database": "ok", "relay": "ok", "inputs": "ok"}
+    assert await readiness.checks() == checks
 
 
 async def test_a_worker_that_just_started_is_not_ready():
@@ -119,6 +126,7 @@ async def test_a_worker_that_just_started_is_not_ready():
         "table": "recovering",
         "database": "ok",
         "relay": "starting",
+        "inputs": "starting",
     }
 
 
@@ -147,6 +155,15 @@ async def test_a_stopped_relay_is_named():
     assert (await readiness.checks())["relay"] == "not running"
 
 
+async def test_inputs_not_yet_given_their_partitions_or_stopped_are_named():
+    readiness = ready_app()
+    await assigned(readiness.app)
+    readiness.inputs = SimpleNamespace(running=True, joined=False)
+    assert (await readiness.checks())["inputs"] == "unassigned"
+    readiness.inputs = SimpleNamespace(running=False, joined=True)
+    assert (await readiness.checks())["inputs"] == "not running"
+
+
 async def test_an_unreachable_database_is_named_without_its_error():
     def refused() -> None:
         raise OperationalError("SELECT 1", {}, Exception("connection to 10.1.2.3 user=commsvc password=geheim refused"))
@@ -159,7 +176,7 @@ async def test_an_unreachable_database_is_named_without_its_error():
     assert status == 503
     assert body == {
         "status": "unavailable",
-        "checks": {"partitions": "ok", "table": "ok", "database": "unreachable", "relay": "ok"},
+        "checks": {"partitions": "ok", "table": "ok", "database": "unreachable", "relay": "ok", "inputs": "ok"},
     }
 
 
