@@ -109,8 +109,12 @@ class IngestConsumer(Service):  # type: ignore[misc]
                 continue
             try:
                 await self._read(consumer)
+            except KafkaError as exc:
+                # What was read and not committed is read again, after connecting again.
+                self.broker_warning("ingest: the broker failed (%s); connecting again", type(exc).__name__)
             finally:
                 await consumer.stop()
+            await self.sleep(RECONNECT_PAUSE)
 
     async def _read(self, consumer: AIOKafkaConsumer) -> None:
         while not self.should_stop:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import CommitFailedError, KafkaConnectionError
 
 from streams.agents import ingest_consumer
 from streams.agents.ingest import matching_ingest, therapist_ingest
@@ -124,3 +124,36 @@ async def test_the_inputs_are_caught_up_once_a_read_since_joining_comes_back_sho
     await inputs._read(Watching(inputs, {MATCHING: full}, {MATCHING: short}))  # type: ignore[arg-type]
 
     assert states == [False, False, True]  # a full read may leave more waiting; a short one does not
+
+
+async def test_a_broker_failure_while_reading_connects_again_and_the_read_is_read_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ingest_consumer, "RECONNECT_PAUSE", 0)
+    topics = recording_topics()
+    inputs = consumer_of(topics)
+    batch = {MATCHING: records((1, 7))}
+
+    class Failing(FakeConsumer):
+        started = stopped = 0
+
+        async def start(self) -> None:
+            Failing.started += 1
+
+        async def stop(self) -> None:
+            Failing.stopped += 1
+
+        def subscribe(self, topics: list[str], listener: Any) -> None:
+            assert sorted(topics) == ["matching-events", "therapist-events"]
+
+        async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+            if Failing.started == 1:
+                raise KafkaConnectionError("the coordinator went away")
+            await super().commit(offsets)
+
+    consumers = [Failing(inputs, batch), Failing(inputs, batch)]
+    monkeypatch.setattr(inputs, "_consumer", lambda: consumers.pop(0))
+    await inputs._consume(inputs)  # mode's Service.task, called as the service would
+
+    assert (Failing.started, Failing.stopped) == (2, 2)  # connected again, each consumer stopped
+    assert consumers == [] and len(sent(topics.inbox)) == 2  # the uncommitted read was forwarded again
