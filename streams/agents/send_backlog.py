@@ -29,8 +29,10 @@ class Taken:
     event: Any
     commands: Sequence[SendCommand] | None
     left: int = field(init=False)
+    size: int = field(init=False)  # of the record's value
 
     def __post_init__(self) -> None:
+        self.size = len(getattr(self.event, "value", None) or b"")
         # An unreadable record has one thing left: its dead letter.
         self.left = 1 if self.commands is None else len(self.commands)
 
@@ -51,10 +53,15 @@ class Group:
 
 
 class Backlog:
-    """Records taken and not yet acknowledged, at most ``limit`` of them."""
+    """Records taken and not yet acknowledged: at most ``limit`` of them, and at most
+    about ``max_bytes`` of their values (a bundle may be up to 256 KiB)."""
 
-    def __init__(self, limit: int, group_size: int, is_urgent: Callable[[SendCommand], bool]) -> None:
+    def __init__(
+        self, limit: int, group_size: int, is_urgent: Callable[[SendCommand], bool], max_bytes: int = 32 * 1024 * 1024
+    ) -> None:
         self.limit = limit
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self.group_size = group_size
         self.is_urgent = is_urgent
         self._taken: deque[Taken] = deque()  # in the order taken, until acknowledged
@@ -70,6 +77,7 @@ class Backlog:
     def add(self, event: Any, commands: Sequence[SendCommand] | None) -> None:
         taken = Taken(event, commands)
         self._taken.append(taken)
+        self.bytes += taken.size
         if commands is None:
             self._unreadable.append(taken)
         else:
@@ -84,9 +92,12 @@ class Backlog:
         self._closed = True
         self._changed.set()
 
+    def full(self) -> bool:
+        return len(self._taken) >= self.limit or self.bytes >= self.max_bytes
+
     async def room(self) -> None:
-        """Wait until fewer than ``limit`` records are held."""
-        while len(self._taken) >= self.limit:
+        """Wait until fewer than ``limit`` records, and fewer than ``max_bytes``, are held."""
+        while self.full():
             await self._wait()
 
     async def next_group(self) -> Group | None:
@@ -147,7 +158,9 @@ class Backlog:
     def _release(self) -> list[Any]:
         released = []
         while self._taken and self._taken[0].left == 0:
-            released.append(self._taken.popleft().event)
+            taken = self._taken.popleft()
+            self.bytes -= taken.size
+            released.append(taken.event)
         if released:
             self._changed.set()
         return released

@@ -53,7 +53,8 @@ log = logging.getLogger(__name__)
 
 # Records taken at once (each one command or a bundle of them), and how long to wait
 # to fill a batch (under load a batch is full at once, so this only delays a lone
-# command); at most BACKLOG records held unstored; commands stored in transactions
+# command); at most BACKLOG records held unstored (and about 32 MiB: see
+# send_backlog.Backlog); commands stored in transactions
 # of at most STORE_GROUP (an urgent email waits for at most one group in hand).
 BATCH = 100
 BATCH_WITHIN = 0.005
@@ -101,7 +102,7 @@ class SenderAgent:
                     except Exception:
                         commands = None  # dead-lettered by the storer, in its turn
                     backlog.add(event, commands)
-                if len(backlog) >= BACKLOG or storing.done():
+                if backlog.full() or storing.done():
                     await _unless_done(backlog.room(), storing)
             backlog.close()
             await storing

@@ -357,3 +357,16 @@ def test_runs_keep_each_therapists_order() -> None:
     for therapist in (1, 2):
         own = [c for c in commands if c.therapist_id == therapist]
         assert [c for c in ordered if c.therapist_id == therapist] == own
+
+
+async def test_a_backlog_of_large_bundles_is_full_by_their_bytes_before_their_number() -> None:
+    big = bundled(*(therapist_email(t, f"c{t}") for t in range(1, 201)))  # a batch run's bundle
+    size = len(big.value or b"")
+    backlog = Backlog(limit=1000, group_size=100, is_urgent=is_urgent, max_bytes=3 * size)
+    for offset in range(3):
+        backlog.add(SimpleNamespace(message=big, value=big.value, offset=offset), None)
+    assert backlog.full() and len(backlog) == 3
+
+    group = await backlog.next_group()  # the first, unreadable here: dead-lettered and released
+    assert group is not None and group.unreadable is not None
+    assert len(backlog.stored(group)) == 1 and not backlog.full()
