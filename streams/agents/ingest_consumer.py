@@ -15,7 +15,7 @@ killed in between reads the batch again; the therapist agent recognises the
 repeated events by their ``event_id``. A commit refused because a rebalance came
 first leaves the batch to the partitions' next owner, which reads it again.
 
-The consumer's group is ``<COMM_APP_ID>-ingest`` (``group_of``): Faust's group,
+The consumer's group is ``<COMM_APP_ID>-ingest`` (``topics.ingest_group``): Faust's group,
 ``COMM_APP_ID``, still reads the commands and the internal topics. ``commsvc
 status`` reports each topic's lag under the group that reads it.
 """
@@ -35,6 +35,7 @@ from mode import Service
 from streams.agents.ingest import IngestAgent
 from streams.kafka import security
 from streams.kafka.admin import bootstrap_servers
+from streams.kafka.topics import ingest_group
 from streams.ops.logs import ThrottledWarning
 from streams.settings import Settings
 
@@ -46,11 +47,6 @@ BATCH = 10_000
 READ_WAIT_MS = 1000
 # How long to wait before connecting again when the broker cannot be reached.
 RECONNECT_PAUSE = 1.0
-
-
-def group_of(settings: Settings) -> str:
-    """The consumer group that reads the input topics."""
-    return f"{settings.app_id}-ingest"
 
 
 @dataclass(frozen=True)
@@ -72,7 +68,6 @@ class IngestConsumer(Service):  # type: ignore[misc]
         super().__init__(**kwargs)
         self.settings = settings
         self.agents = dict(agents)  # topic -> its ingest agent
-        self.joined = False  # the group gave this worker its share at least once
         # Since joining, a read came back short of BATCH (or empty): what was waiting
         # when the worker started (inputs a stopped worker did not commit) is in the
         # inbox. Batch runs wait for it (see streams/bootstrap.py).
@@ -81,6 +76,14 @@ class IngestConsumer(Service):  # type: ignore[misc]
         self.read = 0  # inputs handed on
         self.consume_task: asyncio.Task[Any] | None = None
         self.broker_warning = ThrottledWarning(log)
+
+    @property
+    def joined(self) -> bool:
+        """The group gave this worker its share of the inputs (maybe none) at least once."""
+        return self._joined.is_set()
+
+    def note_joined(self) -> None:
+        self._joined.set()
 
     @property
     def running(self) -> bool:
@@ -142,8 +145,8 @@ class IngestConsumer(Service):  # type: ignore[misc]
         settings = self.settings
         return AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers(settings.kafka_broker),
-            group_id=group_of(settings),
-            client_id=f"{settings.app_id}-ingest",
+            group_id=ingest_group(settings),
+            client_id=ingest_group(settings),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             session_timeout_ms=_ms(settings.broker_session_timeout.total_seconds()),
@@ -165,8 +168,7 @@ class _Joined(ConsumerRebalanceListener):  # type: ignore[misc]
         return None
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        self.owner.joined = True
-        self.owner._joined.set()
+        self.owner.note_joined()
         log.info("ingest: reading %d input partition(s)", len(assigned))
 
 

@@ -14,6 +14,12 @@ from streams.settings import Settings
 RAW = {"key_serializer": "raw", "value_serializer": "raw"}
 
 
+def ingest_group(settings: Settings) -> str:
+    """The consumer group that reads the input topics (streams.agents.ingest_consumer);
+    Faust's group, ``COMM_APP_ID``, reads the commands and the internal topics."""
+    return f"{settings.app_id}-ingest"
+
+
 def internal_topic_names(settings: Settings) -> dict[str, str]:
     prefix = settings.app_id
     return {

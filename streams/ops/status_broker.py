@@ -22,8 +22,7 @@ from datetime import datetime
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streams.agents.ingest_consumer import group_of as ingest_group
-from streams.kafka.topics import internal_topic_names
+from streams.kafka.topics import ingest_group, internal_topic_names
 from streams.ops.dlq import read_all, select
 from streams.ops.topic_reader import Broker, end_offsets, open_reader, read_to_end, within
 

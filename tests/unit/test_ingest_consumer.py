@@ -14,7 +14,8 @@ from aiokafka.errors import CommitFailedError, KafkaConnectionError
 
 from streams.agents import ingest_consumer
 from streams.agents.ingest import matching_ingest, therapist_ingest
-from streams.agents.ingest_consumer import IngestConsumer, group_of
+from streams.agents.ingest_consumer import IngestConsumer
+from streams.kafka.topics import ingest_group
 from streams.settings import Settings
 from tests.events import encode, therapist_created
 from tests.fakes import Record, recording_topics, sent
@@ -103,7 +104,7 @@ async def test_a_commit_refused_by_a_rebalance_leaves_the_read_to_the_next_owner
 
 def test_the_inputs_have_a_group_of_their_own_beside_fausts() -> None:
     settings = Settings.from_environ({"COMM_APP_ID": "svc-a"})
-    assert group_of(settings) == "svc-a-ingest"
+    assert ingest_group(settings) == "svc-a-ingest"
 
 
 async def test_the_inputs_are_caught_up_once_a_read_since_joining_comes_back_short(
@@ -112,7 +113,7 @@ async def test_the_inputs_are_caught_up_once_a_read_since_joining_comes_back_sho
     monkeypatch.setattr(ingest_consumer, "BATCH", 2)
     topics = recording_topics()
     inputs = consumer_of(topics)
-    inputs.joined = True
+    inputs.note_joined()
     states = []
 
     class Watching(FakeConsumer):
