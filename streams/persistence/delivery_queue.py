@@ -4,12 +4,14 @@ and the weekly rule checked), keeping and releasing claims."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from functools import cache
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy import Row, and_, bindparam, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from domain.contact_limit import Claim, ClaimCandidate, HoldBack, check_claims
@@ -17,6 +19,7 @@ from domain.send_window import SendWindow, is_open, next_open, windowed_kinds
 from streams.delivery.mime import OutgoingEmail
 from streams.persistence.db import one_of
 from streams.persistence.models import (
+    EMAILS,
     Email,
     EmailStatus,
     TherapistDirectoryEntry,
@@ -91,25 +94,46 @@ def claim_due(
     return claimed
 
 
-def _due(session: Session, now: datetime, limit: int) -> list[Email]:
+# The columns a claim needs: to check it, and to send the email (ClaimedEmail).
+_CLAIM_COLUMNS = (
+    Email.id,
+    Email.email_key,
+    Email.therapist_id,
+    Email.kind,
+    Email.counts_toward_limit,
+    Email.placement_request_ids,
+    Email.message_id,
+    Email.sender_email,
+    Email.sender_name,
+    Email.recipient_email,
+    Email.recipient_name,
+    Email.subject,
+    Email.body_text,
+    Email.body_html,
+)
+
+
+def _due(session: Session, now: datetime, limit: int) -> list[Row[Any]]:
+    """The most urgent due emails, as rows of _CLAIM_COLUMNS (not ORM objects: a
+    claim then costs one UPDATE, not a flush of every email it holds)."""
     due = or_(
         and_(Email.status == EmailStatus.QUEUED, Email.next_attempt_at <= now),
         and_(Email.status == EmailStatus.SENDING, Email.claim_expires_at < now),
     )
     # domain.delivery_order.delivery_order, in SQL so that LIMIT takes the most urgent.
     query = (
-        select(Email)
+        select(*_CLAIM_COLUMNS)
         .where(due)
         .order_by(Email.priority, Email.oldest_registered_at.asc().nulls_last(), Email.id)
         .limit(limit)
     )
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
-    return list(session.scalars(query))
+    return list(session.execute(query))
 
 
 def _check_limit(
-    session: Session, emails: list[Email], worker: str, now: datetime, lease: timedelta, contact_interval: timedelta
+    session: Session, emails: list[Row[Any]], worker: str, now: datetime, lease: timedelta, contact_interval: timedelta
 ) -> list[ClaimedEmail]:
     """Claim the emails the weekly rule lets go; put the others back in the queue."""
     limited = {e.therapist_id for e in emails if e.counts_toward_limit}
@@ -121,10 +145,11 @@ def _check_limit(
         contact_interval,
     )
     claimed: list[ClaimedEmail] = []
+    held: dict[int, datetime] = {}
     for email, decision in zip(emails, decisions, strict=True):
         match decision:
             case HoldBack(until=until):
-                _requeue(email, until)
+                held[email.id] = until
                 log.warning(
                     "email %s to therapist %s held back until %s by the contact limit",
                     email.id,
@@ -132,14 +157,19 @@ def _check_limit(
                     until.isoformat(),
                 )
             case Claim():
-                email.status = EmailStatus.SENDING
-                email.claimed_by = worker
-                email.claim_expires_at = now + lease
                 claimed.append(_snapshot(email))
+    _requeue(session, held)
+    if claimed:
+        session.execute(
+            update(Email)
+            .where(one_of(session, Email.id, [e.id for e in claimed]))
+            .values(status=EmailStatus.SENDING, claimed_by=worker, claim_expires_at=now + lease)
+            .execution_options(synchronize_session=False)
+        )
     return claimed
 
 
-def _within_window(session: Session, emails: list[Email], policy: SendWindowPolicy, now: datetime) -> list[Email]:
+def _within_window(session: Session, emails: list[Row[Any]], policy: SendWindowPolicy, now: datetime) -> list[Row[Any]]:
     """The emails the send window lets go now; the others wait in the queue until it
     opens in their therapist's time zone (one query for those time zones)."""
     windowed = [e for e in emails if e.kind in policy.kinds]
@@ -151,7 +181,7 @@ def _within_window(session: Session, emails: list[Email], policy: SendWindowPoli
         zone = zones.get(email.therapist_id, policy.zone)
         if not is_open(policy.window, zone, now):
             held[email.id] = next_open(policy.window, zone, now)
-            _requeue(email, held[email.id])
+    _requeue(session, held)
     if held:
         log.info(
             "%d emails wait for the send window (%s), the first until %s",
@@ -182,10 +212,23 @@ def _zone(name: str, default: tzinfo) -> tzinfo:
         return default
 
 
-def _requeue(email: Email, until: datetime) -> None:
-    email.status = EmailStatus.QUEUED
-    email.next_attempt_at = until
-    email.claimed_by = email.claim_expires_at = None
+def _requeue(session: Session, until: Mapping[int, datetime]) -> None:
+    """Put emails back in the queue, each due again at its time."""
+    if not until:
+        return
+    session.execute(
+        update(EMAILS).where(EMAILS.c.id == bindparam("email_id")),
+        [
+            {
+                "email_id": email_id,
+                "status": EmailStatus.QUEUED,
+                "next_attempt_at": at,
+                "claimed_by": None,
+                "claim_expires_at": None,
+            }
+            for email_id, at in until.items()
+        ],
+    )
 
 
 def _limited_being_sent(session: Session, therapist_ids: set[int], now: datetime) -> set[int]:
@@ -232,7 +275,7 @@ def _last_limited_send(session: Session, therapist_ids: set[int]) -> dict[int, d
     return {therapist_id: sent_at for therapist_id, sent_at in rows if sent_at is not None}
 
 
-def _snapshot(email: Email) -> ClaimedEmail:
+def _snapshot(email: Row[Any]) -> ClaimedEmail:
     return ClaimedEmail(
         id=email.id,
         email_key=email.email_key,
