@@ -9,6 +9,7 @@ import faust
 from faust.transport.drivers import aiokafka as aiokafka_driver
 
 from streams.kafka import security, store
+from streams.kafka.changelog_buffer import LaneProducer
 from streams.kafka.rewinding_consumer import RewindingConsumer
 from streams.kafka.table_gate import TableGate
 from streams.ops import web
@@ -32,35 +33,12 @@ class _Consumer(RewindingConsumer):
 
 class _Transport(aiokafka_driver.Transport):  # type: ignore[misc]
     Consumer = _Consumer
+    Producer = LaneProducer  # its changelog buffer: streams.kafka.changelog_buffer
 
 
 # How long a stop or a rebalance waits for the therapist agent's batch in hand
 # (milliseconds, normally; longer only while it waits out a broker outage).
 TABLE_WORK_WAIT = 5.0
-
-
-# Table writes waiting for Faust's producer (their changelog records) before Faust
-# stops handing records to every agent. Faust's 100 is soon reached when each
-# record is its own producer batch (Tansu): a batch run's burst of writes then held
-# up every input, a confirmation's too, for seconds. A commit still waits for all of
-# them to be sent. Each holds one therapist's encoded state (about 1.5 KB; see
-# BENCHMARKS.md), so a full backlog is some 15 MB.
-CHANGELOG_BACKLOG = 10_000
-
-
-def _ebb_to_the_limit(buffer: Any) -> None:
-    """Faust waits, before handing on each record, until its producer has sent
-    ``max_messages`` more of the pending writes, however few are above the limit:
-    with 10,000 that held every agent for seconds at a time under a large ingest.
-    Here a record waits only until the pending writes are back at the limit."""
-
-    async def wait_until_ebb() -> None:
-        while buffer.size > buffer.max_messages:
-            if not await buffer.flush_atmost(buffer.size - buffer.max_messages):
-                return  # nothing sent for a while (Faust gives up the same way)
-
-    buffer.max_messages = CHANGELOG_BACKLOG
-    buffer.wait_until_ebb = wait_until_ebb  # read by Faust's conductor as it builds its handlers
 
 
 class ServiceFaustApp(faust.App):  # type: ignore[misc]
@@ -113,6 +91,5 @@ def create_app(settings: Settings) -> ServiceFaustApp:
     if settings.producer_max_batch_size is not None:
         options["producer_max_batch_size"] = settings.producer_max_batch_size
     app = ServiceFaustApp(settings.app_id, **options)
-    _ebb_to_the_limit(app.producer.buffer)
     app.fetch_max_wait_ms = round(settings.consumer_fetch_max_wait.total_seconds() * 1000)
     return app
