@@ -408,6 +408,11 @@ class _Event:
         return self.message.value
 
 
+def taken(records: Iterable[Record]) -> list[_Event]:
+    """Records as a consumer hands them on in one batch (``IngestAgent.take``)."""
+    return [_Event(record) for record in records]
+
+
 class RecordStream:
     """A finite stream of records, as ``stream.events()`` yields them."""
 

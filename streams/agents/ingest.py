@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import faust
-
 from domain.availability import InvalidAvailability, parse_availability
 from domain.placement import PlacementRequest
 from domain.therapist import TherapistProfile
@@ -36,11 +34,6 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Inputs taken at most at once from a Faust stream, and how long to wait for more:
-# under load a batch fills in well under that; a lone input waits at most this long.
-# (The worker reads the input topics with streams.agents.ingest_consumer.)
-BATCH = 250
-BATCH_WITHIN = 0.005
 # Inputs validated between two turns of the event loop to the other agents.
 YIELD_EVERY = 250
 
@@ -113,6 +106,10 @@ class InputLimits:
 
 
 class IngestAgent:
+    """One input topic's validation and forwarding. The worker's input consumer
+    (streams.agents.ingest_consumer) hands it each read with ``take`` and commits the
+    read's offsets once ``take`` has returned."""
+
     def __init__(
         self,
         topics: Topics,
@@ -148,15 +145,8 @@ class IngestAgent:
                 )
         return parsed
 
-    async def __call__(self, stream: faust.StreamT) -> None:
-        # noack_take: each input is acknowledged here, once what it caused is.
-        async for events in stream.noack_take(BATCH, within=BATCH_WITHIN):
-            await self.take(events)
-            for event in events:
-                await stream.ack(event)
-
     async def take(self, events: Sequence[Any]) -> None:
-        """A batch of inputs (Faust events, or streams.agents.ingest_consumer's):
+        """A batch of inputs (as streams.agents.ingest_consumer reads them):
         each forwarded to the inbox (and acknowledged by the broker) or dead-lettered."""
         entries = []
         for count, event in enumerate(events, 1):

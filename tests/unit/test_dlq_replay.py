@@ -19,7 +19,7 @@ from streams.ops.dlq_replay import PARTLY_APPLIED, ReplayRefused, derived_event_
 from streams.ops.topic_reader import Broker
 from streams.settings import Settings
 from tests.events import encode, envelope, match_created, therapist_created
-from tests.fakes import Record, RecordStream, recording_topics, sent
+from tests.fakes import Record, recording_topics, sent, taken
 
 SETTINGS = Settings.from_environ({"COMM_APP_ID": "svc"})
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
@@ -53,7 +53,7 @@ async def worker_dead_letters(topic: str, values: list[bytes]) -> list[DeadLette
     topics = recording_topics()
     make = matching_ingest if topic == SETTINGS.topic_matching else therapist_ingest
     records = [Record(value, b"4711", topic, 1, n) for n, value in enumerate(values)]
-    await make(topics, clock, SETTINGS)(RecordStream(records))  # type: ignore[arg-type]
+    await make(topics, clock, SETTINGS).take(taken(records))
     return [DeadLetter.from_bytes(0, n, s.value) for n, s in enumerate(sent(topics.dlq))]
 
 

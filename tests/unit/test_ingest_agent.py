@@ -12,7 +12,7 @@ from streams.agents.ingest import matching_ingest, therapist_ingest
 from streams.messages import inbox
 from streams.settings import Settings
 from tests.events import encode, match_created, therapist_created
-from tests.fakes import Record, RecordStream, recording_topics, sent
+from tests.fakes import Record, recording_topics, sent, taken
 
 SETTINGS = Settings.from_environ({})
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
@@ -33,7 +33,7 @@ def dead_letters(topics: object) -> list[dict[str, object]]:
 async def test_a_match_goes_to_its_therapists_inbox_with_the_patients_details() -> None:
     topics = recording_topics()
     event = match_created(4711, 7, "2026-09-01T10:00:00+02:00", diagnosis="F32.1")
-    await matching_ingest(topics, clock, SETTINGS)(RecordStream([Record(encode(event), b"4711", "matching-events")]))  # type: ignore[arg-type]
+    await matching_ingest(topics, clock, SETTINGS).take(taken([Record(encode(event), b"4711", "matching-events")]))
 
     [(key, message)] = inbox_messages(topics)
     assert key == b"7"
@@ -55,7 +55,7 @@ async def test_bad_input_is_dead_lettered_with_a_reason_and_the_next_input_still
         Record(encode(no_patient), b"2", "matching-events", 3, 41),
         Record(encode(good), b"1", "matching-events", 3, 42),
     ]
-    await matching_ingest(topics, clock, SETTINGS)(RecordStream(records))  # type: ignore[arg-type]
+    await matching_ingest(topics, clock, SETTINGS).take(taken(records))
 
     dead = dead_letters(topics)
     assert [(d["offset"], d["source_topic"], d["partition"]) for d in dead] == [
@@ -74,7 +74,7 @@ async def test_an_invalid_availability_is_refused_on_its_own_and_the_rest_of_the
     topics = recording_topics()
     event = therapist_created(7, availability={"monday": [{"start": "12:00", "end": "10:00"}]})
     event["occurred_at"] = (NOW - timedelta(minutes=1)).isoformat()
-    await therapist_ingest(topics, clock, SETTINGS)(RecordStream([Record(encode(event), b"7", "therapist-events")]))  # type: ignore[arg-type]
+    await therapist_ingest(topics, clock, SETTINGS).take(taken([Record(encode(event), b"7", "therapist-events")]))
 
     [dead] = dead_letters(topics)
     assert str(dead["reason"]).startswith("payload.availability")
@@ -90,7 +90,7 @@ async def test_a_valid_availability_is_passed_on_in_its_checked_form() -> None:
     topics = recording_topics()
     event = therapist_created(7, availability={"monday": [{"start": "10:00", "end": "12:00"}]})
     event["occurred_at"] = (NOW - timedelta(minutes=1)).isoformat()
-    await therapist_ingest(topics, clock, SETTINGS)(RecordStream([Record(encode(event), b"7", "therapist-events")]))  # type: ignore[arg-type]
+    await therapist_ingest(topics, clock, SETTINGS).take(taken([Record(encode(event), b"7", "therapist-events")]))
 
     [(_, message)] = inbox_messages(topics)
     assert isinstance(message, inbox.TherapistUpserted)
@@ -103,7 +103,7 @@ async def test_a_directory_event_from_too_far_in_the_future_is_dead_lettered_nam
     topics = recording_topics()
     event = therapist_created(7)
     event["occurred_at"] = (NOW + timedelta(hours=1)).isoformat()
-    await therapist_ingest(topics, clock, SETTINGS)(RecordStream([Record(encode(event), b"7", "therapist-events")]))  # type: ignore[arg-type]
+    await therapist_ingest(topics, clock, SETTINGS).take(taken([Record(encode(event), b"7", "therapist-events")]))
 
     [dead] = dead_letters(topics)
     assert str(dead["reason"]).startswith("occurred_at:")

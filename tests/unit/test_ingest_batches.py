@@ -1,6 +1,7 @@
 """The ingest agents take inputs in batches: one inbox record per partition per
-batch, each input acknowledged only once the broker acknowledged its record, and a
-record the broker refuses for good sends its inputs to the DLQ."""
+batch, a batch taken only once the broker acknowledged its records (the input
+consumer commits it then: streams.agents.ingest_consumer), and a record the broker
+refuses for good sends its inputs to the DLQ."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from streams.messages import inbox
 from streams.messages.bundles import Bundle, partition_of
 from streams.settings import Settings
 from tests.events import encode, match_created
-from tests.fakes import Record, RecordStream, recording_topics, sent
+from tests.fakes import Record, recording_topics, sent, taken
 
 SETTINGS = Settings.from_environ({"COMM_PARTITIONS": "4"})
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
@@ -51,32 +52,27 @@ async def test_a_batch_sends_one_inbox_record_per_partition_with_its_messages_in
     a, b = therapist_on(1), therapist_on(3)
     c = therapist_on(1, after=a)
     topics = recording_topics()
-    stream = RecordStream(records((1, a), (2, b), (3, c), (4, a), (5, b)))
-    await matching_ingest(topics, clock, SETTINGS)(stream)  # type: ignore[arg-type]
+    await matching_ingest(topics, clock, SETTINGS).take(taken(records((1, a), (2, b), (3, c), (4, a), (5, b))))
 
     assert forwarded(topics) == [(1, [1, 3, 4]), (3, [2, 5])]
-    assert [r.offset for r in stream.acked] == [0, 1, 2, 3, 4]
 
 
-async def test_inputs_are_acknowledged_only_once_the_broker_acknowledged_their_record() -> None:
+async def test_a_batch_is_taken_only_once_the_broker_acknowledged_its_records() -> None:
     topics = recording_topics()
     topics.inbox.hold = True  # type: ignore[attr-defined]
-    stream = RecordStream(records((1, 7), (2, 8)))
-    running = asyncio.create_task(matching_ingest(topics, clock, SETTINGS)(stream))  # type: ignore[arg-type]
+    running = asyncio.create_task(matching_ingest(topics, clock, SETTINGS).take(taken(records((1, 7), (2, 8)))))
     for _ in range(20):
         await asyncio.sleep(0)
-    assert sent(topics.inbox) and stream.acked == []
+    assert sent(topics.inbox) and not running.done()
 
     topics.inbox.release()  # type: ignore[attr-defined]
-    await running
-    assert [r.offset for r in stream.acked] == [0, 1]
+    await asyncio.wait_for(running, 5)
 
 
 async def test_a_record_the_broker_refuses_for_good_dead_letters_its_inputs_and_the_others_go_on() -> None:
     a, b = therapist_on(0), therapist_on(2)
     topics = recording_topics()
     refused_partition = partition_of(a, 4)
-    stream = RecordStream(records((1, a), (2, b), (3, a)))
 
     def refuse(value: bytes) -> BaseException | None:
         record = inbox.decode_record(value)
@@ -85,9 +81,8 @@ async def test_a_record_the_broker_refuses_for_good_dead_letters_its_inputs_and_
         return MessageSizeTooLargeError() if refused_partition in on else None
 
     topics.inbox.refuse = refuse  # type: ignore[attr-defined]
-    await matching_ingest(topics, clock, SETTINGS)(stream)  # type: ignore[arg-type]
+    await matching_ingest(topics, clock, SETTINGS).take(taken(records((1, a), (2, b), (3, a))))
 
     dead = [json.loads(s.value) for s in sent(topics.dlq)]
     assert [d["offset"] for d in dead] == [0, 2]
     assert all(d["reason"].startswith("internal error: the broker refused") for d in dead)
-    assert [r.offset for r in stream.acked] == [0, 1, 2]

@@ -67,6 +67,7 @@ from tests.fakes import (
     recipient,
     recording_mailers,
     recording_topics,
+    taken,
 )
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
@@ -337,11 +338,11 @@ async def test_ingest_counts_what_it_refuses_and_leaves_the_applied_ones_to_the_
         Record(b"{not json", b"x", "matching-events", 0, 1),
         Record(encode(match_created(1, 7, "2026-09-01T10:00:00+02:00")), b"1", "matching-events", 0, 2),
     ]
-    await matching_ingest(topics, lambda: NOW, SETTINGS, metrics)(RecordStream(records))  # type: ignore[arg-type]
+    await matching_ingest(topics, lambda: NOW, SETTINGS, metrics).take(taken(records))
     bad_hours = therapist_created(7, availability={"monday": [{"start": "12:00", "end": "10:00"}]})
     bad_hours["occurred_at"] = (NOW - timedelta(minutes=1)).isoformat()
-    await therapist_ingest(topics, lambda: NOW, SETTINGS, metrics)(  # type: ignore[arg-type]
-        RecordStream([Record(encode(bad_hours), b"7", "therapist-events")])
+    await therapist_ingest(topics, lambda: NOW, SETTINGS, metrics).take(
+        taken([Record(encode(bad_hours), b"7", "therapist-events")])
     )
 
     assert metrics.of("input_event") == {("matching-events", Outcome.REJECTED): 1}
