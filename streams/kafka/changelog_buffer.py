@@ -44,7 +44,8 @@ CHANGELOG_BACKLOG = 10_000
 
 class _Lane:
     """One topic partition's writes not yet handed to the producer, by key, in the
-    order written (a replaced write's successor goes to the end)."""
+    order written (a replacing write takes the place of the one it replaces, so a
+    key written again and again is not pushed back behind the others)."""
 
     def __init__(self) -> None:
         self.waiting: dict[tuple[Any, Any], FutureMessage] = {}
@@ -57,7 +58,7 @@ class ChangelogBuffer(ProducerBuffer):  # type: ignore[misc]
     def __post_init__(self) -> None:
         super().__post_init__()
         self._lanes: dict[tuple[int, int | None], _Lane] = {}
-        self._in_lanes = 0  # taken from ``pending``, not yet sent by the producer
+        self._in_lanes = 0  # taken from ``pending``, not yet handed to the producer
         self.replaced = 0  # writes replaced by a newer one of their key, since the start
 
     @property
@@ -84,8 +85,8 @@ class ChangelogBuffer(ProducerBuffer):  # type: ignore[misc]
                 self.add_future(self._send_lane(lane))
             self._in_lanes += 1
             record_key = _record_key(future)
-            older = lane.waiting.pop(record_key, None)
-            lane.waiting[record_key] = future
+            older = lane.waiting.get(record_key)
+            lane.waiting[record_key] = future  # in the older write's place, if any
             lane.ready.set()
             if older is not None:
                 self._replace(older, future)
