@@ -11,7 +11,7 @@ from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Row, and_, bindparam, func, or_, select, text, update
+from sqlalchemy import Row, and_, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from domain.contact_limit import Claim, ClaimCandidate, HoldBack, check_claims
@@ -19,7 +19,6 @@ from domain.send_window import SendWindow, is_open, next_open, windowed_kinds
 from streams.delivery.mime import OutgoingEmail
 from streams.persistence.db import one_of
 from streams.persistence.models import (
-    EMAILS,
     Email,
     EmailStatus,
     TherapistDirectoryEntry,
@@ -216,11 +215,11 @@ def _requeue(session: Session, until: Mapping[int, datetime]) -> None:
     """Put emails back in the queue, each due again at its time."""
     if not until:
         return
-    session.execute(
-        update(EMAILS).where(EMAILS.c.id == bindparam("email_id")),
+    session.execute(  # the ORM's UPDATE by primary key, one per email
+        update(Email),
         [
             {
-                "email_id": email_id,
+                "id": email_id,
                 "status": EmailStatus.QUEUED,
                 "next_attempt_at": at,
                 "claimed_by": None,

@@ -40,10 +40,6 @@ class Write(asyncio.Future[str]):
         )
 
 
-def write(channel: object, partition: int, name: str, key: Any = None) -> Write:
-    return Write(channel, partition, name, key)
-
-
 class Producer:
     """Stands in for aiokafka behind the buffer: a write to a "busy" partition is
     held until the test frees it, as aiokafka holds a record while the batch before
@@ -110,7 +106,7 @@ def test_the_app_buffers_its_table_writes_in_the_changelog_buffer(app: kafka_app
 async def test_a_write_is_not_held_behind_a_write_waiting_for_another_partition(running: Any) -> None:
     buffer, producer = running
     producer.hold(CHANGELOG, 0)
-    for future in (write(CHANGELOG, 0, "a1"), write(CHANGELOG, 0, "a2"), write(CHANGELOG, 1, "b1")):
+    for future in (Write(CHANGELOG, 0, "a1"), Write(CHANGELOG, 0, "a2"), Write(CHANGELOG, 1, "b1")):
         buffer.pending.put_nowait(future)
     # Faust's own buffer sends one write after the other: b1 would wait for a1.
     await producer.until_sent("b1")
@@ -126,8 +122,8 @@ async def test_a_write_is_not_held_behind_a_write_waiting_for_another_partition(
 async def test_each_topic_has_lanes_of_its_own(running: Any) -> None:
     buffer, producer = running
     producer.hold(CHANGELOG, 2)
-    buffer.pending.put_nowait(write(CHANGELOG, 2, "changelog"))
-    buffer.pending.put_nowait(write(COMMANDS, 2, "command"))  # the same partition number
+    buffer.pending.put_nowait(Write(CHANGELOG, 2, "changelog"))
+    buffer.pending.put_nowait(Write(COMMANDS, 2, "command"))  # the same partition number
     await producer.until_sent("command")
     assert producer.sent == ["command"]
     producer.free(CHANGELOG, 2)
@@ -137,7 +133,7 @@ async def test_each_topic_has_lanes_of_its_own(running: Any) -> None:
 async def test_a_flush_waits_for_the_writes_in_the_lanes(running: Any) -> None:
     buffer, producer = running
     producer.hold(CHANGELOG, 3)
-    buffer.pending.put_nowait(write(CHANGELOG, 3, "held"))
+    buffer.pending.put_nowait(Write(CHANGELOG, 3, "held"))
     await producer.until_started("held")
     flushed = asyncio.ensure_future(buffer.flush_atmost(1))
     await asyncio.sleep(0)  # the flush waits for a write to go out
@@ -150,13 +146,13 @@ async def test_a_flush_waits_for_the_writes_in_the_lanes(running: Any) -> None:
 async def test_a_waiting_write_is_replaced_by_a_newer_write_of_its_key(running: Any) -> None:
     buffer, producer = running
     producer.hold(CHANGELOG, 0)
-    first = write(CHANGELOG, 0, "first", key=7)
+    first = Write(CHANGELOG, 0, "first", key=7)
     buffer.pending.put_nowait(first)
     await producer.until_started("first")  # in the producer's hands: it goes as it is
     older, other, newer = (
-        write(CHANGELOG, 0, "older", 7),
-        write(CHANGELOG, 0, "other", 8),
-        write(CHANGELOG, 0, "newer", 7),
+        Write(CHANGELOG, 0, "older", 7),
+        Write(CHANGELOG, 0, "other", 8),
+        Write(CHANGELOG, 0, "newer", 7),
     )
     for future in (older, other, newer):
         buffer.pending.put_nowait(future)
@@ -177,14 +173,14 @@ async def test_a_waiting_write_is_replaced_by_a_newer_write_of_its_key(running: 
 async def test_writes_of_other_keys_partitions_or_topics_are_not_replaced(running: Any) -> None:
     buffer, producer = running
     producer.hold(CHANGELOG, 1)
-    buffer.pending.put_nowait(write(CHANGELOG, 1, "in hand", key=1))
+    buffer.pending.put_nowait(Write(CHANGELOG, 1, "in hand", key=1))
     await producer.until_started("in hand")
     for future in (
-        write(CHANGELOG, 1, "key 2", key=2),
-        write(CHANGELOG, 1, "key 3", key=3),
-        write(COMMANDS, 1, "other topic", key=2),
-        write(CHANGELOG, 1, "unhashable", key=[2]),
-        write(CHANGELOG, 1, "unhashable again", key=[2]),
+        Write(CHANGELOG, 1, "key 2", key=2),
+        Write(CHANGELOG, 1, "key 3", key=3),
+        Write(COMMANDS, 1, "other topic", key=2),
+        Write(CHANGELOG, 1, "unhashable", key=[2]),
+        Write(CHANGELOG, 1, "unhashable again", key=[2]),
     ):
         buffer.pending.put_nowait(future)
     await producer.until_sent("other topic")
