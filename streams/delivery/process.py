@@ -104,7 +104,6 @@ class DeliveryProcess(Service):  # type: ignore[misc]
                 child_reads,
                 child_writes,
                 child_counts,
-                _log_level(),
             ),
             name="commsvc-delivery",
             daemon=True,
@@ -206,10 +205,6 @@ def _count_forwarded(counts: Connection, metrics: Metrics) -> None:
         counts.close()
 
 
-def _log_level() -> int:
-    return logging.getLogger().getEffectiveLevel()
-
-
 def run_child(
     settings: Settings,
     channels: Channels,
@@ -218,11 +213,12 @@ def run_child(
     wakes: Connection,
     back: Connection,
     counts: Connection,
-    level: int,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    configure_logging(logging.getLevelName(level), settings.log_format)
+    # COMM_LOG_LEVEL, not the parent's root level when it spawned the child: that
+    # let DEBUG through, so the child logged every email it sent at any level.
+    configure_logging(settings.log_level, settings.log_format)
     try:
         asyncio.run(_serve(settings, channels, worker_id, build, wakes.fileno(), back.fileno(), counts))
     finally:

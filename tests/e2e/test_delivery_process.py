@@ -101,3 +101,15 @@ async def test_sigterm_stops_the_worker_and_its_delivery_process(make_service):
         assert worker.terminate(timeout=30) < 30
         assert worker.process.returncode == 0
         assert not alive(child)
+
+
+async def test_the_delivery_process_logs_at_the_configured_level(make_service):
+    async with make_service(**SPLIT, COMM_LOG_LEVEL="WARNING") as service:
+        worker = service.worker()  # no ready line to wait for at WARNING
+        # The child is spawned once the topics exist and the app starts.
+        await until(lambda: children(worker.process.pid), 60, "the delivery process")
+        await one_request_each(service, range(1, 6))
+        await service.smtp_distinct_messages(5)
+        logged = service.log_path.read_text()
+        assert "sent to therapist" not in logged  # an INFO line per email
+        assert " DEBUG " not in logged and " INFO " not in logged
