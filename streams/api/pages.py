@@ -44,7 +44,7 @@ from streams.api.documents import dumps
 from streams.api.params import BadParameter, Params, encode_cursor, positive_id
 from streams.api.routing import FORWARDED_BY, Forwarder, Here, Nowhere, Ownership, OwnerUnreachable, Relayed, There
 from streams.ops.logs import ThrottledWarning, log_failure
-from streams.persistence import reads
+from streams.persistence import call_reads, reads
 from streams.persistence.db import Database
 from streams.settings import Settings
 
@@ -143,7 +143,7 @@ class Api:
             zone: tzinfo = self.settings.timezone
             start = datetime.combine(day, time(0), zone)
             end = datetime.combine(day + timedelta(days=1), time(0), zone)
-        query = reads.CallQuery(
+        query = call_reads.CallQuery(
             therapist_id=params.integer("therapist_id"),
             statuses=tuple(CallStatus(s) for s in params.choices("status", CALL_STATUSES)),
             scheduled_from=start,
@@ -153,7 +153,7 @@ class Api:
         )
 
         def page(session: Session) -> bytes:
-            found = reads.list_calls(session, query)
+            found = call_reads.list_calls(session, query)
             cursor = None if found.next_after is None else encode_cursor(CALLS_CURSOR, found.next_after)
             return dumps({"phone_calls": found.phone_calls, "next_cursor": cursor, "limit": query.limit})
 
@@ -164,7 +164,7 @@ class Api:
         call_id = positive_id("id", id)
 
         def detail(session: Session) -> bytes | None:
-            found = reads.call_detail(session, call_id)
+            found = call_reads.call_detail(session, call_id)
             return None if found is None else dumps(found)
 
         return _found(await self._read(detail), f"no phone call {call_id}")
@@ -190,7 +190,7 @@ class Api:
         settings = self.settings
 
         def picture(session: Session) -> bytes:
-            records = reads.therapist_records(session, therapist_id, keys)
+            records = call_reads.therapist_records(session, therapist_id, keys)
             view = therapist_view.communication(
                 stored, records, now, settings.contact_interval, settings.batch_schedule
             )

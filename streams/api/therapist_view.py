@@ -17,7 +17,7 @@ from domain import contact_limit
 from domain.placement import registration_order
 from domain.schedule import Schedule
 from domain.therapist_state import PHONE_ONLY, TherapistState, same_address
-from streams.persistence.reads import CallSummary, StoredEmail, TherapistRecords
+from streams.persistence.call_reads import CallSummary, StoredEmail, TherapistRecords
 
 # An email the therapist agent decided whose row the sender agent has not stored yet.
 DECIDED = "decided"

@@ -165,7 +165,7 @@ class Email(Base):
         Index("ix_emails_due", "status", "next_attempt_at"),
         Index("ix_emails_therapist_sent", "therapist_id", "sent_at"),
         Index("ix_emails_follow_up", "kind", "status", "follow_up_done_at", "sent_at"),
-        # The read API lists emails newest first by (created_at, id) (persistence/reads.py).
+        # The read API lists emails newest first by (created_at, id) (streams/persistence/reads.py).
         Index("ix_emails_created", "created_at", "id"),
         # The retention job looks for content not yet redacted, by status and age.
         Index("ix_emails_retention", "redacted_at", "status", "sent_at"),

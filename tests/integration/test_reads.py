@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from domain.calls import CallStatus
 from domain.email_status import EmailStatus
-from streams.persistence import delivery_queue, delivery_results, email_creation, reads
+from streams.persistence import call_reads, delivery_queue, delivery_results, email_creation, reads
 from streams.persistence.db import Database
 from streams.persistence.models import Email, EmailBatch, PhoneCall, PhoneCallBatch
 from tests.integration.test_persistence import CHANNELS, IDENTITY, command, render
@@ -187,14 +187,14 @@ def test_calls_in_time_order_within_a_window_page_by_page(database: Database):
     outside = add_call(database, "outside", T0 + timedelta(days=1), [16])
 
     def ids(**query: Any) -> list[int]:
-        return [c.id for c in database.transaction(reads.list_calls, reads.CallQuery(**query)).phone_calls]
+        return [c.id for c in database.transaction(call_reads.list_calls, call_reads.CallQuery(**query)).phone_calls]
 
     assert ids() == [early, same_time, other, late, outside]
     assert ids(scheduled_from=T0, scheduled_before=T0 + timedelta(days=1)) == [early, same_time, other, late]
     assert ids(therapist_id=7, statuses=(CallStatus.SCHEDULED,)) == [early, late, outside]
-    page = database.transaction(reads.list_calls, reads.CallQuery(limit=2))
+    page = database.transaction(call_reads.list_calls, call_reads.CallQuery(limit=2))
     assert [c.placement_request_ids for c in page.phone_calls] == [(11, 12), (14,)]
-    rest = database.transaction(reads.list_calls, reads.CallQuery(limit=10, after=page.next_after))
+    rest = database.transaction(call_reads.list_calls, call_reads.CallQuery(limit=10, after=page.next_after))
     assert [c.id for c in rest.phone_calls] == [other, late, outside] and rest.next_after is None
 
 
@@ -206,13 +206,13 @@ def test_one_call_with_its_requests_and_outcomes(database: Database):
         call.batches[1].outcome, call.batches[1].notes = "no_capacity", "erst ab März"
 
     database.transaction(outcome)
-    detail = database.transaction(reads.call_detail, call_id)
+    detail = database.transaction(call_reads.call_detail, call_id)
     assert detail is not None and (detail.status, detail.outcome_notes) == (CallStatus.COMPLETED, "ruft zurück")
     assert detail.requests == (
-        reads.CallRequest(11, 1011, None, None),
-        reads.CallRequest(12, 1012, "no_capacity", "erst ab März"),
+        call_reads.CallRequest(11, 1011, None, None),
+        call_reads.CallRequest(12, 1012, "no_capacity", "erst ab März"),
     )
-    assert database.transaction(reads.call_detail, call_id + 100) is None
+    assert database.transaction(call_reads.call_detail, call_id + 100) is None
 
 
 def test_what_the_database_knows_about_one_therapist(database: Database):
@@ -227,7 +227,7 @@ def test_what_the_database_knows_about_one_therapist(database: Database):
     later = add_call(database, "later", T0 + timedelta(days=5), [21])
     sooner = add_call(database, "sooner", T0 + timedelta(days=4), [22, 23])
     add_call(database, "done", T0 + timedelta(days=1), [24], status=CallStatus.COMPLETED)
-    records = database.transaction(reads.therapist_records, 7, ["last", "not-stored-yet"])
+    records = database.transaction(call_reads.therapist_records, 7, ["last", "not-stored-yet"])
     assert records.last_contact_email is not None and records.last_contact_email.id == last
     # on their way, and those the table still holds in flight whatever their status
     assert sorted((e.email_key, e.status) for e in records.emails) == [
@@ -236,8 +236,8 @@ def test_what_the_database_knows_about_one_therapist(database: Database):
     ]
     assert {e.id for e in records.emails} >= {queued}
     assert [(c.id, c.placement_request_ids) for c in records.scheduled_calls] == [(sooner, (22, 23)), (later, (21,))]
-    nothing = database.transaction(reads.therapist_records, 9, [])
-    assert nothing == reads.TherapistRecords(None, (), ())
+    nothing = database.transaction(call_reads.therapist_records, 9, [])
+    assert nothing == call_reads.TherapistRecords(None, (), ())
 
 
 def test_a_read_on_postgresql_waits_at_most_the_statement_timeout(database: Database):

@@ -16,7 +16,7 @@ from domain.therapist import TherapistProfile
 from domain.therapist_state import PHONE_ONLY, InFlightEmail, Suppression, TherapistState, Undeliverable
 from streams.api.documents import document
 from streams.api.therapist_view import DECIDED, communication
-from streams.persistence.reads import CallSummary, StoredEmail, TherapistRecords
+from streams.persistence.call_reads import CallSummary, StoredEmail, TherapistRecords
 
 BERLIN = ZoneInfo("Europe/Berlin")
 WEEK = timedelta(days=7)

@@ -23,7 +23,7 @@ from streams.kafka.admin import topic_plan
 from streams.kafka.topics import internal_topic_names
 from streams.messages.outputs import OUTPUT_EVENTS
 from streams.ops.metrics import PrometheusMetrics
-from streams.persistence import reads
+from streams.persistence import call_reads, reads
 from streams.persistence.models import Base
 from streams.persistence.patient_data import (
     ERASED_PATIENT,
@@ -125,12 +125,12 @@ def test_events_carry_ids_times_and_counts_and_their_text_fields_are_declared():
 
 
 def test_the_api_lists_carry_no_bodies_answers_or_notes():
-    for summary, table in ((reads.EmailSummary, "emails"), (reads.CallSummary, "phone_calls")):
+    for summary, table in ((reads.EmailSummary, "emails"), (call_reads.CallSummary, "phone_calls")):
         names = {field.name for field in dataclasses.fields(summary)}
         assert {f"{table}.{name}" for name in names} & PATIENT_DATA.keys() == set()
         assert not any(re.search("body|notes|content|patient$", name) for name in names)
     page_items = {f.name: f.type for f in dataclasses.fields(reads.EmailPage)} | {
-        f.name: f.type for f in dataclasses.fields(reads.CallPage)
+        f.name: f.type for f in dataclasses.fields(call_reads.CallPage)
     }
     assert set(page_items) == {"emails", "phone_calls", "next_after"}
 
