@@ -36,6 +36,7 @@ from streams.kafka.topics import Topics
 from streams.messages import send_commands
 from streams.messages.bundles import Entry, pack, partition_of
 from streams.messages.codec import encode
+from streams.messages.output_envelope import OutputPayload, encode_event
 from streams.messages.outputs import (
     Alert,
     BounceRecorded,
@@ -47,11 +48,9 @@ from streams.messages.outputs import (
     EmailSuppressed,
     EmailSuppressionLifted,
     LiftReason,
-    OutputPayload,
     PlacementDropped,
     PreferenceSource,
     Severity,
-    encode_event,
 )
 
 

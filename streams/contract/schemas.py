@@ -19,7 +19,7 @@ from pydantic_core import core_schema
 
 from streams.contract.catalogue import Message
 from streams.messages.envelope import PRODUCER, SCHEMA_VERSION, Envelope
-from streams.messages.outputs import OutputPayload, event_model
+from streams.messages.output_envelope import OutputPayload, event_model
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 COMPONENT_REF = "#/components/schemas/{model}"

@@ -16,13 +16,13 @@ from domain.email_status import EmailStatus
 from streams.email.html_text import html_to_text
 from streams.email.sanitiser import clean_html
 from streams.messages.commands import Outcome, RecordEmailResponse, UpdateEmail, UpdateEmailBatch
+from streams.messages.output_envelope import OutputPayload
 from streams.messages.outputs import (
     EmailField,
     EmailQueued,
     EmailResponse,
     EmailResponseRecorded,
     EmailUpdated,
-    OutputPayload,
     PlacementResponse,
 )
 from streams.persistence.models import Email, EmailBatch

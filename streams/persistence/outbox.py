@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session
 
 from streams.messages.codec import encode
 from streams.messages.inbox import Feedback
-from streams.messages.outputs import Alert, CommandRejected, OutputPayload, encode_event
+from streams.messages.output_envelope import OutputPayload, encode_event
+from streams.messages.outputs import Alert, CommandRejected
 from streams.persistence.db import one_of
 from streams.persistence.models import OUTBOX, Lease, OutboxMessage
 

@@ -19,13 +19,8 @@ from streams.email.context import Identity
 from streams.email.rendering import Renderer, RenderError
 from streams.messages import inbox
 from streams.messages.commands import ErasePatient
-from streams.messages.outputs import (
-    OUTPUT_EVENTS,
-    PhoneCallCompleted,
-    PhoneCallUpdated,
-    RequestOutcome,
-    event_model,
-)
+from streams.messages.output_envelope import event_model
+from streams.messages.outputs import OUTPUT_EVENTS, PhoneCallCompleted, PhoneCallUpdated, RequestOutcome
 from streams.messages.send_commands import DirectoryUpdate, RequestDetails, SendEmail
 from streams.persistence import email_creation, erasure, processed_commands, waiting_requests
 from streams.persistence.directory import update_directory

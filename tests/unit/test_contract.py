@@ -22,7 +22,8 @@ from streams.contract.document import build, documented_security, supported_secu
 from streams.contract.schemas import document_model
 from streams.messages.commands import COMMANDS
 from streams.messages.inputs import MATCHING_EVENTS, THERAPIST_EVENTS
-from streams.messages.outputs import DEAD_LETTER, OUTPUT_EVENTS, event_model
+from streams.messages.output_envelope import event_model
+from streams.messages.outputs import DEAD_LETTER, OUTPUT_EVENTS
 from streams.settings import Settings
 from tests.asyncapi_spec import asyncapi_errors
 

@@ -18,7 +18,8 @@ import pytest
 from streams.agents.outbound import Outbound
 from streams.kafka import dead_letters
 from streams.kafka.dead_letters import dead_letter
-from streams.messages.outputs import DEAD_LETTER, OUTPUT_EVENTS, DeadLetter, Event, OutputPayload, encode_event
+from streams.messages.output_envelope import Event, OutputPayload, encode_event
+from streams.messages.outputs import DEAD_LETTER, OUTPUT_EVENTS, DeadLetter
 from streams.persistence.outbox import event_row
 from tests.e2e.harness import Collector, published_schemas
 
