@@ -1,6 +1,7 @@
 """The event envelope of CONTRACT §1: the schema inputs are checked against, and a
 builder of envelopes for the input events the demo and the tests play. Output
-events are built through their models (streams/messages/outputs.py)."""
+events are built through their models (streams/messages/outputs.py) and the
+envelope model of streams/messages/output_envelope.py."""
 
 from __future__ import annotations
 
