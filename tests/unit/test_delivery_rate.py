@@ -66,12 +66,14 @@ async def running(service: DeliveryService) -> AsyncIterator[DeliveryService]:
         await asyncio.wait_for(service.stop(), WAIT)
 
 
-def timed(mailers: Sequence[RecordingMailer]) -> list[datetime]:
-    """When each message reached the (fake) server."""
+def timed(mailers: Sequence[RecordingMailer], accepting: float = 0.0) -> list[datetime]:
+    """When each message reached the (fake) server, which then takes ``accepting``
+    seconds to accept it."""
     arrivals: list[datetime] = []
 
     async def arrived(message: RawMessage) -> None:
         arrivals.append(datetime.now(UTC))
+        await asyncio.sleep(accepting)
 
     for mailer in mailers:
         mailer.during_send = arrived
@@ -106,7 +108,10 @@ async def test_only_what_the_rate_lets_go_within_the_horizon_is_claimed_and_each
 
 async def test_several_connections_take_their_turns_on_one_schedule() -> None:
     store, mailers = queue(20), recording_mailers(3)
-    arrivals = timed(mailers)
+    # Each send outlasts the 25 ms between slots, so the next slot is always taken
+    # by another connection than the one still sending (with instant sends, a
+    # starved test process could leave every slot to the first connection).
+    arrivals = timed(mailers, accepting=0.04)
     service, _ = delivery(store, mailers, "40/s")
     async with running(service):
         await store.until(lambda: len(store.sent) == 20, "20 emails sent")
