@@ -41,6 +41,7 @@ from streams.kafka.app import create_app
 from streams.kafka.own_producer import OwnProducer
 from streams.kafka.table import declare_therapist_table
 from streams.kafka.topics import declare_topics
+from streams.ops.interpreter import freeze_startup
 from streams.ops.metrics import Metrics, PrometheusMetrics, serve_metrics
 from streams.ops.web import serve_probes
 from streams.persistence.call_booking import CallPolicy
@@ -193,6 +194,7 @@ class ServiceWorker(faust.Worker):  # type: ignore[misc]
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
         await self._service_ready()
+        freeze_startup()  # streams.ops.interpreter
 
 
 def build_app(services: Services) -> ServiceApp:

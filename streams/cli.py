@@ -54,7 +54,9 @@ def run_worker(settings: Settings) -> None:
     from streams.kafka.log_context import current_record
     from streams.kafka.security import BrokerSecurityError
     from streams.kafka.store import mark_clean_stop
+    from streams.ops.interpreter import tune_collector
 
+    tune_collector()
     migrate_until_done(settings, wait=True)
     try:
         asyncio.run(ensure_topics(settings))

@@ -39,6 +39,7 @@ from mode import Service
 
 from streams.delivery.loop import DeliveryService, stop_grace
 from streams.delivery.wakeups import Wakeups
+from streams.ops.interpreter import freeze_startup, tune_delivery_process
 from streams.ops.logs import configure_logging
 from streams.ops.metrics import NO_METRICS, ForwardedMetrics, Metrics, apply_forwarded
 from streams.persistence.outbox import Channels
@@ -219,6 +220,7 @@ def run_child(
     # COMM_LOG_LEVEL, not the parent's root level when it spawned the child: that
     # let DEBUG through, so the child logged every email it sent at any level.
     configure_logging(settings.log_level, settings.log_format)
+    tune_delivery_process()
     try:
         asyncio.run(_serve(settings, channels, worker_id, build, wakes.fileno(), back.fileno(), counts))
     finally:
@@ -251,6 +253,7 @@ async def _serve(
 
     _watch(loop, wake_fd, on_data=wakeups.delivery.set, on_end=parent_gone.set)
     delivery, close = build(settings, channels, worker_id, wakeups, ForwardedMetrics(counts.send))
+    freeze_startup()
     relay = asyncio.ensure_future(tell_relay())
     try:
         await delivery.start()
