@@ -16,10 +16,15 @@ or SQLite (--database sqlite).
 
     .venv/bin/python bench/bench_delivery.py [--therapists 1000] [--repeats 3] [--database postgresql]
         [--connections N] [--delivery-process auto|true|false] [--patients 1] [--timeline]
+        [--server-delay-ms 0]
 
 Without --connections and --delivery-process the worker runs with its defaults.
 --patients N gives each therapist N waiting requests, so each email is a batch of N
 patients (the bare loop sends the same messages).
+
+--server-delay-ms D makes the SMTP server (the worker's and the bare loop's) accept
+each message D milliseconds after its data, as a real server that checks and queues
+mail, or one at a network's distance, would.
 
 --timeline prints, per hundred emails, when the k-th email was stored, recorded as
 sent and arrived (seconds after the batch run): it shows which stage holds up the
@@ -30,6 +35,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import math
 import os
 import statistics
 import subprocess
@@ -74,12 +81,12 @@ def published(event_type: str, payload: dict) -> bytes:
 
 
 class Sink:
-    def __init__(self, work: Path, name: str) -> None:
+    def __init__(self, work: Path, name: str, delay_ms: float = 0.0) -> None:
         self.path = work / f"{name}.arrivals"
         self.path.touch()
         self.port = free_port()
         self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "bench" / "smtp_sink.py"), str(self.path), str(self.port)],
+            [sys.executable, str(ROOT / "bench" / "smtp_sink.py"), str(self.path), str(self.port), str(delay_ms)],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -110,11 +117,15 @@ async def pipeline(
     delivery: dict[str, str],
     timeline: bool = False,
     patients: int = 1,
+    server_delay_ms: float = 0.0,
 ) -> tuple[float, float, Path]:
     """(emails/s from first to last arrival, seconds from batch run to last arrival, eml dir)."""
     app_id = f"deliv-{uuid.uuid4().hex[:6]}"
-    sink = Sink(work, app_id)
+    sink = Sink(work, app_id, server_delay_ms)
     every = 30 if therapists * patients <= 5000 else 60  # the setup fits in one interval
+    if server_delay_ms:  # and every email arrives within it, even over one connection
+        sending = therapists * (server_delay_ms / 1000 + 0.005)
+        every = max(every, 30 * math.ceil((sending + 10) / 30))
     environ = {
         "COMM_KAFKA_BROKER": broker.url,
         "COMM_APP_ID": app_id,
@@ -198,11 +209,22 @@ async def pipeline(
             raise RuntimeError("the emails did not all come from the one batch run")
         cpu = {name: (after[name] - before.get(name, 0.0)) / therapists * 1000 for name in after}
         print("  CPU per email (ms): " + ", ".join(f"{name} {ms:.2f}" for name, ms in cpu.items()), flush=True)
+        peak = peak_memory_mib(worker.pid)
+        print("  peak RSS (MiB): " + ", ".join(f"{name} {mib:.0f}" for name, mib in peak.items()), flush=True)
         return (therapists - 1) / (arrivals[-1] - arrivals[0]), arrivals[-1] - measured_run, sink.path
     finally:
         worker.terminate()
         worker.wait(timeout=20)
         sink.stop()
+
+
+def worker_processes(pid: int) -> dict[str, int]:
+    """The worker's pid and its delivery process's, if it has one."""
+    found = {"worker": pid}
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        if "spawn_main" in Path(f"/proc/{child}/cmdline").read_text():
+            found["delivery process"] = int(child)
+    return found
 
 
 def cpu_seconds(pid: int) -> dict[str, float]:
@@ -213,11 +235,19 @@ def cpu_seconds(pid: int) -> dict[str, float]:
         fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / tick
 
-    found = {"worker": of(pid)}
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        if "spawn_main" in Path(f"/proc/{child}/cmdline").read_text():
-            found["delivery process"] = of(int(child))
-    return found
+    return {name: of(process) for name, process in worker_processes(pid).items()}
+
+
+def peak_memory_mib(pid: int) -> dict[str, float]:
+    """The largest resident memory each of the worker's processes has had (VmHWM)."""
+
+    def of(process: int) -> float:
+        for line in Path(f"/proc/{process}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmHWM")
+
+    return {name: of(process) for name, process in worker_processes(pid).items()}
 
 
 def email_rows(database_url: str, columns: str) -> list[tuple]:
@@ -279,8 +309,8 @@ async def wait_for_topic(broker: LocalBroker, name: str, worker: subprocess.Pope
         await admin.close()
 
 
-async def bare_loop(messages: list[bytes], work: Path) -> float:
-    sink = Sink(work, f"bare-{uuid.uuid4().hex[:6]}")
+async def bare_loop(messages: list[bytes], work: Path, server_delay_ms: float = 0.0) -> float:
+    sink = Sink(work, f"bare-{uuid.uuid4().hex[:6]}", server_delay_ms)
     try:
         client = aiosmtplib.SMTP(hostname="127.0.0.1", port=sink.port, start_tls=False)
         await client.connect()
@@ -302,6 +332,7 @@ def rendered_messages(therapists: int, patients: int = 1) -> list[bytes]:
     """The same kind of message the worker sends, rendered once up front."""
     from zoneinfo import ZoneInfo
 
+    from domain.batching import contact_template
     from domain.placement import PlacementRequest
     from domain.therapist import TherapistProfile
     from streams.delivery.mime import OutgoingEmail, build_message, message_id_for
@@ -318,7 +349,7 @@ def rendered_messages(therapists: int, patients: int = 1) -> list[bytes]:
             for r in (request_id(t, p, patients) for p in range(patients))
         ]
         profile = TherapistProfile(**recipient)
-        rendered = renderer.render("initial_contact", email_context(profile, requests, identity), t)
+        rendered = renderer.render(contact_template(len(requests)), email_context(profile, requests, identity), t)
         outgoing = OutgoingEmail(
             message_id_for(str(uuid.uuid4()), identity.sender_email),
             identity.sender_email,
@@ -349,8 +380,16 @@ async def main() -> None:
     )
     parser.add_argument("--patients", type=int, default=1, help="waiting requests per therapist (patients per email)")
     parser.add_argument("--timeline", action="store_true", help="per 100 emails: when stored, sent and arrived")
+    parser.add_argument(
+        "--server-delay-ms",
+        type=float,
+        default=0.0,
+        help="the SMTP server (for the worker and the bare loop) accepts each message this late, as a real one",
+    )
     add_producer_batch_option(parser)
     args = parser.parse_args()
+    if not 0 <= args.server_delay_ms <= 60_000:
+        parser.error("--server-delay-ms must be between 0 and 60000")
     max_batch = PRODUCER_MAX_BATCH[args.producer_batch]
     delivery = {}
     if args.connections is not None:
@@ -364,17 +403,24 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, LocalBroker(log_path=Path(tmp) / "tansu.log") as broker:
         work = Path(tmp)
         for repeat in range(args.repeats):
-            if args.database == "sqlite":
-                url = f"sqlite:///{work / f'r{repeat}.db'}"
+            database = (
+                contextlib.nullcontext(f"sqlite:///{work / f'r{repeat}.db'}")
+                if args.database == "sqlite"
+                else postgres_database()
+            )
+            with database as url:
                 rate, total, _ = await pipeline(
-                    broker, url, args.therapists, work, max_batch, delivery, args.timeline, args.patients
+                    broker,
+                    url,
+                    args.therapists,
+                    work,
+                    max_batch,
+                    delivery,
+                    args.timeline,
+                    args.patients,
+                    args.server_delay_ms,
                 )
-            else:
-                with postgres_database() as url:
-                    rate, total, _ = await pipeline(
-                        broker, url, args.therapists, work, max_batch, delivery, args.timeline, args.patients
-                    )
-            bare = await bare_loop(messages, work)
+            bare = await bare_loop(messages, work, args.server_delay_ms)
             rates["service worker"].append(rate)
             rates["bare aiosmtplib loop"].append(bare)
             end_to_end.append(total)
@@ -384,10 +430,11 @@ async def main() -> None:
                 flush=True,
             )
     where = "in a child process" if worker_settings.delivery_process else "in-process"
-    defaults = "" if delivery else " (the defaults)"
+    defaults = "" if delivery else " (the worker's defaults)"
     print(
         f"\n{args.therapists} emails of {args.patients} patient(s), database {args.database}, "
         f"producer batching {args.producer_batch}, "
+        f"{f'server accepting after {args.server_delay_ms:g} ms, ' if args.server_delay_ms else ''}"
         f"{worker_settings.smtp_connections} SMTP connection(s), delivery {where}{defaults}, "
         f"median of {args.repeats} runs:\n"
     )
