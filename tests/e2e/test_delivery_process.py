@@ -20,8 +20,19 @@ def children(pid: int) -> set[int]:
     resource tracker is a child too)."""
     found: set[int] = set()
     for task in Path(f"/proc/{pid}/task").iterdir():
-        found.update(int(c) for c in (task / "children").read_text().split())
-    return {c for c in found if alive(c) and b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()}
+        try:
+            listed = (task / "children").read_text()
+        except FileNotFoundError:  # a thread that ended since the directory was listed
+            continue
+        found.update(int(c) for c in listed.split())
+    return {c for c in found if alive(c) and b"spawn_main" in command_line(c)}
+
+
+def command_line(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:  # it ended meanwhile
+        return b""
 
 
 def alive(pid: int) -> bool:
