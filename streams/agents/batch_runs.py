@@ -8,7 +8,10 @@ left out: the requests wait for the first run inside it.
 The run decides for at most ``COMM_BATCH_RUN_SLICE`` therapists at a time, then
 sends its partition a continuation tick. The inbox messages that arrived meanwhile
 go in between, so an acceptance's confirmation overtakes the run's contact emails
-instead of waiting behind the whole partition's.
+instead of waiting behind the whole partition's. The therapist agent applies a
+batch's messages before its ticks and makes at most one slice per batch: the runs
+of the partitions take turns, and a run whose turn it is not gets only its
+continuation tick, so an acceptance waits for at most one slice.
 
 The run in hand is kept in memory only. After a restart, or at the partition's new
 owner, the next tick starts the due run again (its bookmark is written when the
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import cast
@@ -78,18 +81,39 @@ class BatchRuns:
         self.metrics = metrics
         self._runs: dict[int, _Run] = {}  # partition -> its run in hand
 
-    async def on_tick(self, partition: int, tick: inbox.Tick) -> None:
-        """A tick in the stream: a slice of the due run, and a continuation tick when
-        more is left (one in flight at a time; other ticks only help it along)."""
-        if not await self.slice(partition, tick.now):
+    async def on_ticks(self, partition: int, ticks: Sequence[inbox.Tick], *, slice_: bool = True) -> None:
+        """The partition's ticks taken together: a slice of the due run (as of the
+        latest), and a continuation tick when more is left. One continuation is in
+        flight at a time; the other ticks only help the run along, so several ticks
+        taken at once make one slice, not one each. Without ``slice_`` (another
+        partition's slice goes first), the run only gets its continuation, so that
+        it goes on when that comes back."""
+        now = max(tick.now for tick in ticks)
+        if slice_:
+            if not await self.slice(partition, now):
+                return
+        elif not self.has_work(partition, now):
             return
-        run = self._runs[partition]
-        lost = time.monotonic() - run.continuation_sent > CHAIN_LOST_AFTER
-        if run.continuation is None or run.continuation == tick.now or lost:
-            now = self.clock()
-            sent = await self.topics.inbox.send(value=encode(inbox.Tick(now)), partition=partition)
+        run = self._runs.get(partition)
+        lost = run is None or time.monotonic() - run.continuation_sent > CHAIN_LOST_AFTER
+        if run is None or run.continuation is None or run.continuation in {tick.now for tick in ticks} or lost:
+            sent_at = self.clock()
+            sent = await self.topics.inbox.send(value=encode(inbox.Tick(sent_at)), partition=partition)
             await sent  # acknowledged: otherwise the run would wait for the periodic ticks
-            run.continuation, run.continuation_sent = now, time.monotonic()
+            if run is not None:
+                run.continuation, run.continuation_sent = sent_at, time.monotonic()
+
+    def has_work(self, partition: int, now: datetime) -> bool:
+        """Whether a tick at ``now`` would make a slice: a run is in hand, or due."""
+        if partition in self._runs:
+            return True
+        bookmark = self.table.get(bookmark_key(partition))
+        if bookmark is None:
+            return False
+        return (
+            schedule.due_run(self.settings.batch_schedule, datetime.fromisoformat(bookmark["last_run"]), now)
+            is not None
+        )
 
     async def run(self, partition: int, now: datetime) -> None:
         """The due run, all of it at once (outside a stream: tests, tools)."""

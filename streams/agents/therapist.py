@@ -28,6 +28,7 @@ from streams.kafka.current_event import processing
 from streams.kafka.dead_letters import dead_letter_waiting
 from streams.kafka.publishing import PublishRefused, until_published
 from streams.kafka.table_gate import TableGate, TablesClosed
+from streams.kafka.taking import noack_batches
 from streams.kafka.topics import Topics
 from streams.messages import inbox
 from streams.messages.bundles import Bundle
@@ -77,6 +78,7 @@ class TherapistAgent:
         # Held by the app while it gives the table's partitions up (a stop, a rebalance).
         self.gate = gate if gate is not None else TableGate()
         self.runs = BatchRuns(settings, topics, table, clock, self.gate, metrics)
+        self._last_sliced = -1  # the partition whose run had the last slice
         # Inputs are counted here, once applied (the ingest and command agents count
         # what they refuse), under the topic they came in on.
         self.sources: dict[type, str] = {
@@ -91,8 +93,9 @@ class TherapistAgent:
         self.broker_warning = ThrottledWarning(log)
 
     async def __call__(self, stream: faust.StreamT) -> None:
-        # noack_take: each record is acknowledged here, once its state is written.
-        async for events in stream.noack_take(BATCH, within=BATCH_WITHIN):
+        # Unacknowledged batches (streams.kafka.taking): each record is acknowledged
+        # here, once its state is written.
+        async for events in noack_batches(stream, BATCH, BATCH_WITHIN):
             try:
                 async with self.gate.batch():
                     await self._take(events)
@@ -104,9 +107,12 @@ class TherapistAgent:
                 await stream.ack(event)
 
     async def _take(self, events: Sequence[Any]) -> None:
-        """A batch of inbox records, in order. A tick is handled on its own, after
-        what came before it: its batch run sees every earlier message."""
+        """A batch of inbox records: first every message, in order, then the ticks,
+        and at most one slice of a batch run: the partitions with a run take turns,
+        the others' runs get their continuation tick and go on when it comes back.
+        So an acceptance waits for at most one slice, however many runs tick."""
         items: list[Item] = []
+        ticks: dict[int, list[tuple[inbox.Tick, Any]]] = {}  # partition -> its ticks, in order
         for event in events:
             try:
                 record = inbox.decode_record(event.value)
@@ -114,14 +120,26 @@ class TherapistAgent:
                 await self._refuse(event.message, None, exc)
                 continue
             if isinstance(record, inbox.Tick):
-                await self._apply_all(items)
-                items = []
-                await self._tick(record, event)
+                ticks.setdefault(event.message.partition, []).append((record, event))
             elif isinstance(record, Bundle):
                 items.extend(await self._members(record, event))
             else:
                 items.append(Item(record, event))
         await self._apply_all(items)
+        if not ticks:
+            return
+        working = [p for p, taken in ticks.items() if self.runs.has_work(p, max(t.now for t, _ in taken))]
+        sliced = self._next_turn(working)
+        for partition, taken in ticks.items():
+            await self._ticks(partition, taken, slice_=partition == sliced or partition not in working)
+
+    def _next_turn(self, partitions: list[int]) -> int | None:
+        """Of ``partitions``, the first after the one whose run had the last slice."""
+        if not partitions:
+            return None
+        later = [p for p in sorted(partitions) if p > self._last_sliced]
+        self._last_sliced = later[0] if later else min(partitions)
+        return self._last_sliced
 
     async def _members(self, bundle: Bundle[inbox.InboxMessage], event: Any) -> list[Item]:
         """A bundle's messages; only those of therapists of its own partition (a table
@@ -137,10 +155,16 @@ class TherapistAgent:
                 await self._refuse(item.record, message, ValueError(f"not of inbox partition {partition}"))
         return members
 
-    async def _tick(self, tick: inbox.Tick, event: Any) -> None:
+    async def _ticks(self, partition: int, ticks: list[tuple[inbox.Tick, Any]], *, slice_: bool) -> None:
+        """A partition's ticks of a batch: one slice of its batch run, or (``slice_``
+        false) only its continuation."""
+        tick, event = ticks[-1]  # the slice's table writes go to the partition's changelog
         with processing(event):
             try:
-                await until_published(partial(self.runs.on_tick, event.message.partition, tick), self.broker_warning)
+                await until_published(
+                    partial(self.runs.on_ticks, partition, [tick for tick, _ in ticks], slice_=slice_),
+                    self.broker_warning,
+                )
             except TablesClosed:
                 raise
             except Exception as exc:

@@ -3,7 +3,7 @@
 Faust changelogs a table write to the partition of the event being processed, and
 its RocksDB store writes into that partition's database: both read the event from
 a context variable that the stream sets for each event it yields. An agent that
-takes its events in batches (``noack_take``) runs outside that context, so it
+takes its events in batches (``noack_take``, streams.kafka.taking) runs outside that context, so it
 names the event a write belongs to (one of the key's own partition) explicitly."""
 
 from __future__ import annotations

@@ -128,6 +128,53 @@ async def test_a_periodic_tick_helps_the_run_along_without_a_second_continuation
     assert contact_emails(agent) == LONGEST_WAITING_FIRST
 
 
+async def test_an_acceptance_taken_after_a_runs_tick_in_one_batch_is_confirmed_before_its_slice() -> None:
+    agent = ready_agent()
+    await setup(agent)
+    await agent(RecordStream([tick(RUN, 1)]))  # type: ignore[arg-type]
+    acceptance = inbox.MatchStatusChanged("s-1", THERAPISTS[0], 100, 1100, "accepted")
+    # The continuation tick comes first in the batch; the acceptance after it goes first.
+    await agent(RecordStream([*continuations(agent), Record(encode(acceptance), None, INBOX, PARTITION, 2)]))  # type: ignore[arg-type]
+    assert kinds(agent) == ["contact_request"] * SLICE + ["confirmation"] + ["contact_request"] * SLICE
+
+
+async def test_ticks_of_a_partition_taken_together_make_one_slice_and_keep_one_continuation() -> None:
+    agent = ready_agent()
+    await setup(agent)
+    await agent(RecordStream([tick(RUN, 1)]))  # type: ignore[arg-type]
+    await agent(RecordStream([*continuations(agent), tick(RUN + timedelta(seconds=1), 3)]))  # type: ignore[arg-type]
+    assert contact_emails(agent) == LONGEST_WAITING_FIRST[: 2 * SLICE]
+    assert len(continuations(agent)) == 2  # the one taken was answered by the next
+    await agent(RecordStream(continuations(agent)[-1:]))  # type: ignore[arg-type]
+    assert contact_emails(agent) == LONGEST_WAITING_FIRST
+    assert len(continuations(agent)) == 2  # the run is done
+
+
+async def test_the_runs_of_two_partitions_take_turns_one_slice_a_batch() -> None:
+    agent = ready_agent()
+    await setup(agent)
+    other = partition_of(therapist_on(2), PARTITIONS)
+    await agent.handle(inbox.Tick(MONDAY), other)
+    theirs = [therapist_on(2)]
+    theirs.append(therapist_on(2, after=theirs[-1]))
+    for n, therapist_id in enumerate(theirs):
+        await agent.handle(upserted(therapist_id, event_id=f"t-{therapist_id}"), other)
+        await agent.handle(match(200 + n, therapist_id, days_waiting=10 + n), other)
+    batch = [tick(RUN, 1), Record(encode(inbox.Tick(RUN)), None, INBOX, other, 1)]
+
+    def emailed() -> tuple[int, int]:
+        mine = set(contact_emails(agent))
+        return len(mine & set(THERAPISTS)), len(mine & set(theirs))
+
+    await agent(RecordStream(batch))  # type: ignore[arg-type]
+    first = emailed()
+    assert sorted(first) == [0, SLICE]  # one partition's slice, not both
+    # Each partition has a tick on its way back: the one sliced and the one passed on.
+    assert sorted({record.partition for record in continuations(agent)}) == sorted({PARTITION, other})
+    await agent(RecordStream(continuations(agent)))  # type: ignore[arg-type]
+    assert emailed() == (SLICE, SLICE)  # now the other partition's turn
+
+
 async def test_after_a_restart_in_the_middle_the_run_starts_again_and_emails_nobody_twice() -> None:
     table: dict[object, object] = {}
     before = ready_agent(table)
