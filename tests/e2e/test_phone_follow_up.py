@@ -165,10 +165,13 @@ async def test_cancel_rejections_deletion_and_the_daily_list(make_service):
         )
         assert listed["payload"]["therapist_id"] is None
 
+        # A slot taken, days ahead (the first call's own slot may pass while the test runs).
+        taken = next_tuesday_ten(zone).isoformat()
+        await service.command(SCHEDULE, {"therapist_id": 5, "placement_request_ids": [53], "scheduled_at": taken})
+        await service.wait_event("communication.phone_call_scheduled", count=2, therapist_id=5)
         cases = {
             await service.command(
-                SCHEDULE,
-                {"therapist_id": 5, "placement_request_ids": [52], "scheduled_at": first["payload"]["scheduled_at"]},
+                SCHEDULE, {"therapist_id": 5, "placement_request_ids": [52], "scheduled_at": taken}
             ): "cannot be booked",
             await service.command(
                 SCHEDULE,
